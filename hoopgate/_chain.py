@@ -1,0 +1,246 @@
+"""
+The interceptor chain: one fixed order, failing closed.
+
+Interceptors run by stage: identity, then guardrails, then approval, then
+masking; within a stage in the order they were added.  The first deny
+ends the walk; a rewrite hands the changed event to the next step; a hold
+pauses the walk until its Deferred fires.  Observers (recording) see
+every final verdict and change none.  An exception in an interceptor is a
+deny with code C{interceptor.failure}.
+
+test-case-name: tests.unit.test_chain
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hoopgate._events import Event
+from hoopgate._identity import Identity
+from hoopgate._interfaces import IInterceptor, IObserver
+from hoopgate._verdicts import (
+    ALLOW,
+    Allow,
+    Deny,
+    DenyReason,
+    Hold,
+    Rewrite,
+    RowTransformer,
+    Verdict,
+)
+
+STAGES = ("identity", "guardrails", "approval", "masking")
+
+
+@frozen
+class Context:
+    """
+    What an interceptor knows about the session an event belongs to.
+
+    Attributes:
+        session_id: The session.
+        protocol: The plugin name.
+        target: The target name.
+        identity: Who is calling, once known.
+        policy: The policy snapshot the session runs under.
+    """
+
+    session_id: str
+    protocol: str
+    target: str
+    identity: Identity | None
+    policy: Any
+
+
+def _failure_deny(name: str) -> Deny:
+    return Deny(
+        DenyReason(
+            code="interceptor.failure",
+            message="the gateway could not check this request",
+            detail=f"interceptor {name} failed",
+        )
+    )
+
+
+def _compose(
+    first: RowTransformer | None, second: RowTransformer | None
+) -> RowTransformer | None:
+    if first is None or second is None:
+        return first or second
+
+    def both(values: list[bytes | None]) -> list[bytes | None]:
+        return second(first(values))
+
+    return both
+
+
+class Chain:
+    """
+    The fixed-order chain of interceptors and its observers.
+
+    Args:
+        interceptors: Interceptors, each with a known stage.
+        observers: Observers told about every final verdict.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        interceptors: Sequence[IInterceptor] = (),
+        observers: Sequence[IObserver] = (),
+    ) -> None:
+        for interceptor in interceptors:
+            if interceptor.stage not in STAGES:
+                raise ValueError(
+                    f"interceptor {interceptor.name} has unknown stage "
+                    f"{interceptor.stage!r}"
+                )
+        self._interceptors = sorted(
+            interceptors, key=lambda i: STAGES.index(i.stage)
+        )
+        self._observers = tuple(observers)
+        self._by_type: dict[type[Event], tuple[IInterceptor, ...]] = {}
+
+    def _for(self, kind: type[Event]) -> tuple[IInterceptor, ...]:
+        steps = self._by_type.get(kind)
+        if steps is None:
+            steps = tuple(
+                i for i in self._interceptors if issubclass(kind, i.event_types)
+            )
+            self._by_type[kind] = steps
+        return steps
+
+    def decide(self, event: Event, context: Context) -> Verdict:
+        """
+        Walk the chain for C{event}.
+
+        Returns:
+            L{Allow}, L{Deny} or L{Rewrite} when every step answered at
+            once; otherwise L{Hold}, whose Deferred fires with one of
+            those once the walk has finished.
+        """
+        steps = self._for(type(event))
+        verdict = self._walk(steps, 0, event, event, None, context)
+        if not isinstance(verdict, Hold):
+            self._observe(event, verdict, context)
+        return verdict
+
+    def _walk(
+        self,
+        steps: tuple[IInterceptor, ...],
+        start: int,
+        original: Event,
+        event: Event,
+        plan: RowTransformer | None,
+        context: Context,
+    ) -> Verdict:
+        for index in range(start, len(steps)):
+            step = steps[index]
+            verdict = self._ask(step, event, context)
+            if isinstance(verdict, Deny):
+                return verdict
+            if isinstance(verdict, Rewrite):
+                event = verdict.event or event
+                plan = _compose(plan, verdict.plan)
+            elif isinstance(verdict, Hold):
+                return self._pause(steps, index, original, event, plan, context, verdict)
+
+        if event is original and plan is None:
+            return ALLOW
+        return Rewrite(event=None if event is original else event, plan=plan)
+
+    def _ask(self, step: IInterceptor, event: Event, context: Context) -> Verdict:
+        try:
+            verdict = step.decide(event, context)
+        except Exception:
+            self._log.failure(
+                "Interceptor {interceptor} failed; denying", interceptor=step.name
+            )
+            return _failure_deny(step.name)
+
+        if isinstance(verdict, Deferred):
+            return Hold(verdict, reason=f"waiting for {step.name}")
+        if not isinstance(verdict, Allow | Deny | Rewrite | Hold):
+            self._log.critical(
+                "Interceptor {interceptor} returned {value!r}; denying",
+                interceptor=step.name,
+                value=verdict,
+            )
+            return _failure_deny(step.name)
+        return verdict  # type: ignore[no-any-return]
+
+    def _pause(
+        self,
+        steps: tuple[IInterceptor, ...],
+        index: int,
+        original: Event,
+        event: Event,
+        plan: RowTransformer | None,
+        context: Context,
+        hold: Hold,
+    ) -> Hold:
+        name = steps[index].name
+        self._observe(original, hold, context)
+
+        def resumed(decision: object) -> Verdict:
+            if isinstance(decision, Hold):
+                return self._pause(steps, index, original, event, plan, context, decision)
+            if isinstance(decision, Deny):
+                return decision
+            next_event, next_plan = event, plan
+            if isinstance(decision, Rewrite):
+                next_event = decision.event or event
+                next_plan = _compose(plan, decision.plan)
+            elif not isinstance(decision, Allow):
+                self._log.critical(
+                    "Held decision of {interceptor} was {value!r}; denying",
+                    interceptor=name,
+                    value=decision,
+                )
+                return _failure_deny(name)
+            return self._walk(
+                steps, index + 1, original, next_event, next_plan, context
+            )
+
+        def failed(failure: Failure) -> Verdict:
+            self._log.failure(
+                "Held decision of {interceptor} failed; denying",
+                failure,
+                interceptor=name,
+            )
+            return _failure_deny(name)
+
+        def settle(verdict: Verdict) -> Verdict | Deferred[Any]:
+            if isinstance(verdict, Hold):
+                return verdict.decision.addCallback(settle)
+            self._observe(original, verdict, context)
+            return verdict
+
+        decision: Deferred[Any] = hold.decision
+        decision.addCallbacks(resumed, failed)
+        decision.addCallback(settle)
+        return Hold(decision, hold.reason)
+
+    def observe(self, event: Event, context: Context) -> None:
+        """
+        Tell the observers about an event that needs no decision.
+        """
+        self._observe(event, ALLOW, context)
+
+    def _observe(self, event: Event, verdict: Verdict, context: Context) -> None:
+        for observer in self._observers:
+            try:
+                observer.observe(event, verdict, context)
+            except Exception:
+                self._log.failure(
+                    "Observer {observer!r} failed on {event}",
+                    observer=observer,
+                    event=event.name,
+                )

@@ -1,0 +1,367 @@
+"""
+The gateway's configuration and policy, loaded and validated at start.
+
+One YAML file holds the gateway settings, trusted issuers, listeners,
+targets and policy.  Loading checks every key and names the key and line
+of any mistake; a reload builds a new L{Config} and swaps it in whole.
+
+test-case-name: tests.unit.test_config
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from attrs import field, frozen
+
+from hoopgate._configreader import ConfigError, ConfigReader, load_yaml
+from hoopgate._discovery import DEFAULT_PLUGIN_PACKAGES, discover
+from hoopgate._interfaces import IProtocolPlugin
+from hoopgate._oidc import IssuerConfig, validate_algorithms
+from hoopgate._policy import AccessRule, Policy, read_policy
+from hoopgate._secrets import Secret
+
+
+@frozen
+class TLSFiles:
+    """
+    A certificate and its key, as files.
+
+    Attributes:
+        certificate: PEM certificate chain file.
+        key: PEM private key file.
+    """
+
+    certificate: str
+    key: str
+
+
+@frozen
+class ListenerConfig:
+    """
+    One listening socket served by a protocol plugin.
+
+    Attributes:
+        name: The listener's name.
+        protocol: The plugin serving it.
+        listen: A Twisted server endpoint string.
+        tls: Certificate and key for TLS toward clients, if any.
+        cleartext_without_tls: Accept bearer tokens on an unencrypted
+            connection (loopback development only).
+        settings: The plugin's own settings.
+    """
+
+    name: str
+    protocol: str
+    listen: str
+    tls: TLSFiles | None
+    cleartext_without_tls: bool
+    settings: object = None
+
+
+@frozen
+class Credential:
+    """
+    A credential set the gateway holds for a target.
+
+    Attributes:
+        name: The set's name, which access rules refer to.
+        user: The account on the target.
+        password: Its password, if it uses one.
+    """
+
+    name: str
+    user: str
+    password: Secret | None = None
+
+
+@frozen
+class TargetConfig:
+    """
+    A system behind the gateway.
+
+    Attributes:
+        name: What clients ask for.
+        protocol: The plugin that relays to it.
+        host: Its address.
+        port: Its port.
+        tls_mode: C{disable}, C{prefer}, C{require} or C{verify-full}.
+        tls_ca: CA file for C{verify-full}.
+        credentials: The credential sets by name.
+        settings: The plugin's own settings.
+    """
+
+    name: str
+    protocol: str
+    host: str
+    port: int
+    tls_mode: str
+    tls_ca: str | None
+    credentials: Mapping[str, Credential]
+    settings: object = None
+
+
+@frozen
+class GatewaySettings:
+    """
+    Process-wide settings.
+
+    Attributes:
+        admin_listen: Endpoint string of the admin HTTP listener.
+        admin_token: Required for admin actions that change state, if set.
+        recordings: Folder for session recordings.
+        on_recording_failure: C{close} ends the session when a record
+            cannot be written; C{continue} goes on and logs.
+        store: C{memory} for now.
+        plugin_packages: Packages whose C{dropins/} hold plugins.
+        dropin_dirs: Extra dropin folders.
+    """
+
+    admin_listen: str
+    admin_token: Secret | None
+    recordings: str
+    on_recording_failure: str
+    store: str
+    plugin_packages: tuple[str, ...]
+    dropin_dirs: tuple[str, ...]
+
+
+@frozen
+class Config:
+    """
+    A whole validated configuration.
+
+    Attributes:
+        source: The file it came from.
+        gateway: Process-wide settings.
+        issuers: Trusted token issuers.
+        listeners: Listening sockets.
+        targets: Targets by name.
+        policy: Who may do what.
+        plugins: The loaded protocol plugins by name.
+    """
+
+    source: str
+    gateway: GatewaySettings
+    issuers: tuple[IssuerConfig, ...]
+    listeners: tuple[ListenerConfig, ...]
+    targets: Mapping[str, TargetConfig]
+    policy: Policy
+    plugins: Mapping[str, IProtocolPlugin] = field(factory=dict)
+
+
+def _read_gateway(reader: ConfigReader) -> GatewaySettings:
+    admin = reader.section("admin")
+    recordings = reader.section("recordings")
+    store = reader.section("store")
+    plugins = reader.section("plugins")
+    settings = GatewaySettings(
+        admin_listen=admin.string("listen", "tcp:8091:interface=127.0.0.1"),
+        admin_token=admin.secret("token") if admin.has("token") else None,
+        recordings=recordings.string("directory", "var/recordings"),
+        on_recording_failure=recordings.choice(
+            "on_failure", ("close", "continue"), "close"
+        ),
+        store=store.choice("kind", ("memory",), "memory"),
+        plugin_packages=plugins.strings("packages", DEFAULT_PLUGIN_PACKAGES),
+        dropin_dirs=plugins.strings("dropin_dirs", ()),
+    )
+    for section in (admin, recordings, store, plugins):
+        section.done()
+    reader.done()
+    return settings
+
+
+def _read_issuer(reader: ConfigReader) -> IssuerConfig:
+    algorithms = reader.strings("algorithms", ("RS256", "ES256"))
+    try:
+        validate_algorithms(algorithms)
+    except ValueError as e:
+        raise reader.error("algorithms", str(e)) from None
+
+    groups = reader.raw("groups_claim", None)
+    if groups is not None and not isinstance(groups, str):
+        raise reader.error("groups_claim", "must be a claim name")
+
+    issuer = IssuerConfig(
+        name=reader.string("name"),
+        issuer=reader.string("issuer"),
+        audiences=reader.strings("audience"),
+        algorithms=algorithms,
+        subject_claim=reader.string("subject_claim", "sub"),
+        groups_claim=groups,
+        required_claims=reader.strings("required_claims", ()),
+        leeway=reader.duration("leeway", 30.0),
+        jwks_uri=reader.raw("jwks_uri", None),
+        ca_file=reader.raw("ca_file", None),
+    )
+    reader.done()
+    return issuer
+
+
+def _plugin(
+    reader: ConfigReader, plugins: Mapping[str, IProtocolPlugin]
+) -> IProtocolPlugin:
+    protocol = reader.string("protocol")
+    if protocol not in plugins:
+        known = ", ".join(sorted(plugins)) or "none"
+        raise reader.error(
+            "protocol", f"no plugin serves {protocol!r} (found: {known})"
+        )
+    return plugins[protocol]
+
+
+def _read_listener(
+    reader: ConfigReader, plugins: Mapping[str, IProtocolPlugin]
+) -> ListenerConfig:
+    plugin = _plugin(reader, plugins)
+    tls = None
+    if reader.has("tls"):
+        section = reader.section("tls")
+        tls = TLSFiles(section.string("certificate"), section.string("key"))
+        section.done()
+
+    listener = ListenerConfig(
+        name=reader.string("name"),
+        protocol=plugin.name,
+        listen=reader.string("listen"),
+        tls=tls,
+        cleartext_without_tls=reader.boolean("cleartext_without_tls", False),
+        settings=plugin.read_listener(reader),
+    )
+    reader.done()
+    return listener
+
+
+def _read_credential(reader: ConfigReader) -> Credential:
+    credential = Credential(
+        name=reader.string("name"),
+        user=reader.string("user"),
+        password=reader.secret("password") if reader.has("password") else None,
+    )
+    reader.done()
+    return credential
+
+
+def _read_target(
+    reader: ConfigReader, plugins: Mapping[str, IProtocolPlugin]
+) -> TargetConfig:
+    plugin = _plugin(reader, plugins)
+    tls = reader.section("tls")
+    credentials = {c.name: c for c in map(_read_credential, reader.sections("credentials"))}
+    if not credentials:
+        raise reader.error("credentials", "at least one credential set is required")
+
+    target = TargetConfig(
+        name=reader.string("name"),
+        protocol=plugin.name,
+        host=reader.string("host"),
+        port=reader.integer("port", low=1, high=65535),
+        tls_mode=tls.choice(
+            "mode", ("disable", "prefer", "require", "verify-full"), "prefer"
+        ),
+        tls_ca=tls.raw("ca", None),
+        credentials=credentials,
+        settings=plugin.read_target(reader),
+    )
+    if target.tls_mode == "verify-full" and not target.tls_ca:
+        raise tls.error("ca", "is required with mode verify-full")
+    tls.done()
+    reader.done()
+    return target
+
+
+def _load_plugins(settings: GatewaySettings) -> dict[str, IProtocolPlugin]:
+    declarations = discover(settings.plugin_packages, settings.dropin_dirs)
+    return {name: d.load() for name, d in declarations.items()}
+
+
+def _unique(items: list[Any], what: str, reader: ConfigReader, key: str) -> None:
+    names = [i.name for i in items]
+    for name in names:
+        if names.count(name) > 1:
+            raise reader.error(key, f"{what} {name!r} is defined twice")
+
+
+def _check_access(
+    reader: ConfigReader, rules: tuple[AccessRule, ...], targets: Mapping[str, TargetConfig]
+) -> None:
+    for rule in rules:
+        names = targets if "*" in rule.targets else rule.targets
+        for name in names:
+            if name not in targets:
+                raise reader.error(
+                    "policy", f"access rule {rule.name!r} names unknown target {name!r}"
+                )
+            if rule.credential not in targets[name].credentials:
+                raise reader.error(
+                    "policy",
+                    f"access rule {rule.name!r}: target {name!r} has no "
+                    f"credential set {rule.credential!r}",
+                )
+
+
+def parse_config(
+    text: str,
+    source: str = "<config>",
+    plugins: Mapping[str, IProtocolPlugin] | None = None,
+) -> Config:
+    """
+    Validate a configuration text.
+
+    Args:
+        text: The YAML.
+        source: Its file name, for messages.
+        plugins: Protocol plugins to use; discovered from the configured
+            packages when not given.
+
+    Raises:
+        ConfigError: Anything is wrong; the message names key and line.
+    """
+    top = load_yaml(text, source)
+    gateway = _read_gateway(top.section("gateway"))
+    if plugins is None:
+        plugins = _load_plugins(gateway)
+
+    identity = top.section("identity")
+    issuers = tuple(_read_issuer(r) for r in identity.sections("issuers"))
+    identity.done()
+
+    listeners = [_read_listener(r, plugins) for r in top.sections("listeners")]
+    _unique(listeners, "listener", top, "listeners")
+    target_list = [_read_target(r, plugins) for r in top.sections("targets")]
+    _unique(target_list, "target", top, "targets")
+    targets = {t.name: t for t in target_list}
+
+    policy = read_policy(top.section("policy", required=True))
+    _check_access(top, policy.access, targets)
+    top.done()
+
+    return Config(
+        source=source,
+        gateway=gateway,
+        issuers=issuers,
+        listeners=tuple(listeners),
+        targets=targets,
+        policy=policy,
+        plugins=dict(plugins),
+    )
+
+
+def load_config(
+    path: str, plugins: Mapping[str, IProtocolPlugin] | None = None
+) -> Config:
+    """
+    Read and validate the configuration file at C{path}.
+
+    Raises:
+        ConfigError: The file cannot be read or is not valid.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from None
+
+    return parse_config(text, path, plugins)

@@ -1,0 +1,313 @@
+"""
+Typed events: what a protocol plugin saw, in protocol-neutral terms.
+
+Every event is a frozen attrs class with a stable C{name} that recordings
+and policy use; class names may change, event names may not.  Each event
+carries the envelope fields (session, protocol, time); payloads that only
+one protocol has live in that protocol's plugin as subclasses of L{Event}.
+
+test-case-name: tests.unit.test_events
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from attrs import field, frozen
+
+from hoopgate._identity import Identity
+
+
+def _now() -> float:
+    return time.time()
+
+
+@frozen(kw_only=True)
+class Event:
+    """
+    The common envelope of every event.
+
+    Attributes:
+        session_id: The gateway's id of the session the event belongs to.
+        protocol: The plugin name (C{postgres}, C{mysql}, C{ssh}, C{http}).
+        at: POSIX time the gateway saw it.
+    """
+
+    name: ClassVar[str] = "event"
+
+    session_id: str
+    protocol: str
+    at: float = field(factory=_now)
+
+
+@frozen(kw_only=True)
+class SessionRequested(Event):
+    """
+    A client asks for a session on a target, presenting a credential.
+
+    Fires once per connection, after the protocol's start-up and before
+    anything reaches the target.  The identity stage turns it into an
+    authenticated request or refuses it.
+
+    Attributes:
+        peer: The client address, C{host:port}.
+        target: The target name the client asked for.
+        login: The account the client asked for on the target, if the
+            protocol has one (SSH C{LOGIN@TARGET}); empty otherwise.
+        token: The bearer credential.  Never recorded or logged.
+        identity: Filled in by the identity stage.
+        tls: Whether the client leg is encrypted.
+    """
+
+    name: ClassVar[str] = "session.requested"
+
+    peer: str
+    target: str
+    login: str = ""
+    token: str = field(default="", repr=False, metadata={"secret": True})
+    identity: Identity | None = None
+    tls: bool = False
+
+
+@frozen(kw_only=True)
+class SessionOpened(Event):
+    """
+    The gateway accepted a session and logged in to the target.
+
+    Attributes:
+        identity: Who is calling.
+        peer: The client address.
+        target: The target name.
+        upstream_user: The account the gateway used on the target.
+        details: Protocol facts worth recording (server version, TLS).
+    """
+
+    name: ClassVar[str] = "session.opened"
+
+    identity: Identity
+    peer: str
+    target: str
+    upstream_user: str
+    details: tuple[tuple[str, str], ...] = ()
+
+
+@frozen(kw_only=True)
+class SessionRefused(Event):
+    """
+    A session was refused before it reached the target.
+
+    Attributes:
+        peer: The client address.
+        target: The target asked for.
+        reason: The reason code (C{identity.expired}, C{access.denied}).
+        detail: The precise reason for operators (no secrets).
+        subject: The subject, when the credential was good enough to
+            name one.
+    """
+
+    name: ClassVar[str] = "session.refused"
+
+    peer: str
+    target: str
+    reason: str
+    detail: str
+    subject: str | None = None
+
+
+@frozen(kw_only=True)
+class SessionClosed(Event):
+    """
+    A session ended, for any reason.
+
+    Attributes:
+        reason: Why (C{client}, C{upstream}, C{session_limit},
+            C{token_expired}, C{terminated}, C{error}).
+        bytes_from_client: Bytes the client sent through the gateway.
+        bytes_to_client: Bytes the gateway sent to the client.
+    """
+
+    name: ClassVar[str] = "session.closed"
+
+    reason: str
+    bytes_from_client: int = 0
+    bytes_to_client: int = 0
+
+
+@frozen
+class Parameter:
+    """
+    A value bound to a statement or command.
+
+    Attributes:
+        value: The text form, or a hex string for binary values, or
+            C{None} for NULL.
+        binary: Whether the client sent it in binary format.
+    """
+
+    value: str | None
+    binary: bool = False
+
+
+@frozen(kw_only=True)
+class StatementReceived(Event):
+    """
+    A client sent a statement (SQL text) to run.
+
+    Fires for every statement the client wants the target to see, before
+    the target sees it: a simple query (once per query string), or an
+    extended-protocol Parse.  Bound parameters arrive with
+    L{StatementBound}.
+
+    Attributes:
+        statement_id: Gateway-unique id for linking outcome to statement.
+        text: The statement text as sent.
+        path: C{simple} or C{extended}.
+        statement_name: The prepared-statement name (extended path).
+    """
+
+    name: ClassVar[str] = "statement"
+
+    statement_id: str
+    text: str
+    path: str = "simple"
+    statement_name: str = ""
+
+
+@frozen(kw_only=True)
+class StatementBound(Event):
+    """
+    Parameters were bound to an approved statement (extended path).
+
+    Attributes:
+        statement_id: The L{StatementReceived} it belongs to.
+        portal: The portal name.
+        parameters: The bound values.
+    """
+
+    name: ClassVar[str] = "statement.bound"
+
+    statement_id: str
+    portal: str
+    parameters: tuple[Parameter, ...] = ()
+
+
+@frozen
+class Column:
+    """
+    One column of a result, as far as the protocol describes it.
+
+    Attributes:
+        name: The column label.
+        type_name: The protocol's type name or id, as text.
+        table: A protocol reference to the source table, if known.
+        position: The column's number in that table, if known.
+    """
+
+    name: str
+    type_name: str = ""
+    table: str = ""
+    position: int = 0
+
+
+@frozen(kw_only=True)
+class ResultDescribed(Event):
+    """
+    The target described the columns of a result about to stream.
+
+    Fires once per result, before any row.  Masking answers it with a
+    row plan; nothing is decided per row.
+
+    Attributes:
+        statement_id: The statement the result belongs to.
+        columns: The columns, in order.
+    """
+
+    name: ClassVar[str] = "result.described"
+
+    statement_id: str
+    columns: tuple[Column, ...]
+
+
+@frozen(kw_only=True)
+class StatementCompleted(Event):
+    """
+    The target finished a statement.
+
+    Attributes:
+        statement_id: The statement.
+        status: C{ok}, C{error}, C{denied} or C{cancelled}.
+        command_tag: The protocol's completion tag (C{SELECT 5}).
+        rows: Rows returned or affected.
+        bytes_out: Result bytes sent to the client.
+        duration: Seconds from statement to completion.
+        error_code: SQLSTATE or protocol error code, if any.
+        error_message: The error text the client saw, if any.
+    """
+
+    name: ClassVar[str] = "statement.completed"
+
+    statement_id: str
+    status: str
+    command_tag: str = ""
+    rows: int = 0
+    bytes_out: int = 0
+    duration: float = 0.0
+    error_code: str = ""
+    error_message: str = ""
+
+
+@frozen(kw_only=True)
+class CommandReceived(Event):
+    """
+    A client asked to run a command line (SSH exec, a shell request).
+
+    Attributes:
+        command_id: Gateway-unique id.
+        command: The command line, or C{""} for an interactive shell.
+        channel: The protocol's channel reference.
+    """
+
+    name: ClassVar[str] = "command"
+
+    command_id: str
+    command: str
+    channel: str = ""
+
+
+@frozen(kw_only=True)
+class HttpRequestReceived(Event):
+    """
+    A client sent an HTTP request.
+
+    Attributes:
+        request_id: Gateway-unique id.
+        method: The HTTP method.
+        path: The request path, without the query string.
+        query: The query string.
+        headers: Header names and values, credentials removed.
+    """
+
+    name: ClassVar[str] = "http.request"
+
+    request_id: str
+    method: str
+    path: str
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@frozen(kw_only=True)
+class Notice(Event):
+    """
+    Something worth a line in the recording that decides nothing.
+
+    Attributes:
+        kind: A short stable code (C{cancel.requested}, C{option.dropped}).
+        detail: Free text for operators (no secrets, no unmasked data).
+    """
+
+    name: ClassVar[str] = "notice"
+
+    kind: str
+    detail: str = ""

@@ -1,0 +1,436 @@
+"""
+The gateway: configuration snapshots, the chain, and live sessions.
+
+test-case-name: tests.unit.test_gateway
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from hoopgate._chain import Chain, Context
+from hoopgate._config import Config
+from hoopgate._events import Event, SessionRefused, SessionRequested
+from hoopgate._interfaces import IGateway, IInterceptor, ISessionHandle, IStore
+from hoopgate._oidc import OIDCVerifier, TokenRejected
+from hoopgate._policy import Policy
+from hoopgate._recording import Recorder
+from hoopgate._session import (
+    Session,
+    SessionInfo,
+    SessionRefusedError,
+    new_session_id,
+)
+from hoopgate._verdicts import (
+    ALLOW,
+    Deny,
+    DenyReason,
+    Hold,
+    Rewrite,
+    Verdict,
+)
+
+_IDENTITY_MESSAGE = "authentication failed"
+_ACCESS_MESSAGE = "access denied"
+
+
+@implementer(IInterceptor)
+class TokenInterceptor:
+    """
+    The identity stage: proves the caller from its bearer token.
+
+    Args:
+        verifier: Checks tokens against the trusted issuers.
+    """
+
+    name = "oidc"
+    stage = "identity"
+    event_types = (SessionRequested,)
+
+    def __init__(self, verifier: OIDCVerifier) -> None:
+        self._verifier = verifier
+
+    def decide(self, event: SessionRequested, context: Context) -> Deferred[Verdict]:
+        if not event.token:
+            return succeed(_identity_deny("missing", "no token was presented"))
+
+        def proved(identity: Any) -> Verdict:
+            return Rewrite(event=attrs.evolve(event, identity=identity))
+
+        def rejected(failure: Failure) -> Verdict:
+            failure.trap(TokenRejected)
+            error = failure.value
+            return _identity_deny(error.reason, error.detail)
+
+        return self._verifier.verify(event.token).addCallbacks(proved, rejected)
+
+
+def _identity_deny(code: str, detail: str) -> Deny:
+    return Deny(DenyReason(f"identity.{code}", _IDENTITY_MESSAGE, detail))
+
+
+@implementer(IInterceptor)
+class AccessInterceptor:
+    """
+    Default-deny access control: may this identity reach this target?
+    """
+
+    name = "access"
+    stage = "guardrails"
+    event_types = (SessionRequested,)
+
+    def decide(self, event: SessionRequested, context: Context) -> Verdict:
+        if event.identity is None:
+            return _identity_deny("missing", "no identity was established")
+
+        policy: Policy = context.policy
+        decision = policy.authorize(event.identity, event.target)
+        if decision.rule is None:
+            why = (
+                f"rule {decision.decided_by} denies"
+                if decision.decided_by
+                else "no access rule matches"
+            )
+            return Deny(
+                DenyReason(
+                    "access.denied",
+                    _ACCESS_MESSAGE,
+                    f"{event.identity.subject} may not reach {event.target}: {why}",
+                    decision.decided_by,
+                )
+            )
+
+        rule = decision.rule
+        if event.login and event.login not in rule.logins:
+            return Deny(
+                DenyReason(
+                    "access.login",
+                    _ACCESS_MESSAGE,
+                    f"rule {rule.name} does not allow login {event.login}",
+                    rule.name,
+                )
+            )
+        return ALLOW
+
+
+@implementer(IGateway)
+class Gateway:
+    """
+    Opens sessions under the current configuration and tracks them.
+
+    A reload swaps the configuration and chain for new sessions; live
+    sessions keep the snapshot they started with.
+
+    Args:
+        reactor: Schedules limits and fetches.
+        config: The starting configuration.
+        store: Shared state (session registry).
+        recorder: Writes recordings.
+        refusal_delay: Seconds to wait before telling a client it was
+            refused, to slow down guessing.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        store: IStore,
+        recorder: Recorder,
+        refusal_delay: float = 0.25,
+    ) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.recorder = recorder
+        self.refusal_delay = refusal_delay
+        self._sessions: dict[str, Session] = {}
+        self._timers: dict[str, list[IDelayedCall]] = {}
+        self._cancel_keys: dict[str, str] = {}
+        self.config = config
+        self.chain = self._build_chain(config)
+        store.subscribe("hoopgate:cancel", self._cancel_here)
+        store.subscribe("hoopgate:terminate", self._terminate_here)
+
+    def _build_chain(self, config: Config) -> Chain:
+        verifier = OIDCVerifier(config.issuers, reactor=self.reactor)
+        self.verifier = verifier
+        return Chain(
+            interceptors=[TokenInterceptor(verifier), AccessInterceptor()],
+            observers=[self.recorder],
+        )
+
+    def reload(self, config: Config) -> None:
+        """
+        Use C{config} for sessions opened from now on.
+        """
+        self.config = config
+        self.chain = self._build_chain(config)
+        self._log.info(
+            "Configuration reloaded from {source}; {live} live sessions keep theirs",
+            source=config.source,
+            live=len(self._sessions),
+        )
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        """
+        This process's live sessions by id.
+        """
+        return self._sessions
+
+    def open_session(
+        self, request: SessionRequested, handle: ISessionHandle
+    ) -> Deferred[Session]:
+        """
+        Authenticate and authorise a session request.
+        """
+        config, chain = self.config, self.chain
+        request = attrs.evolve(request, session_id=request.session_id or new_session_id())
+        context = Context(
+            session_id=request.session_id,
+            protocol=request.protocol,
+            target=request.target,
+            identity=None,
+            policy=config.policy,
+        )
+        if request.target not in config.targets or (
+            config.targets[request.target].protocol != request.protocol
+        ):
+            return self._refuse(
+                request,
+                context,
+                DenyReason(
+                    "access.unknown_target",
+                    _ACCESS_MESSAGE,
+                    f"no {request.protocol} target named {request.target!r}",
+                ),
+            )
+
+        verdict = chain.decide(request, context)
+        if isinstance(verdict, Hold):
+            decided: Deferred[Any] = verdict.decision
+        else:
+            decided = succeed(verdict)
+        return decided.addCallback(
+            self._admit, request, context, config, chain, handle
+        )
+
+    def _admit(
+        self,
+        verdict: Verdict,
+        request: SessionRequested,
+        context: Context,
+        config: Config,
+        chain: Chain,
+        handle: ISessionHandle,
+    ) -> Deferred[Session] | Session:
+        if isinstance(verdict, Deny):
+            return self._refuse(request, context, verdict.reason, recorded=True)
+        if isinstance(verdict, Rewrite) and isinstance(verdict.event, SessionRequested):
+            request = verdict.event
+        identity = request.identity
+        decision = config.policy.authorize(identity, request.target) if identity else None
+        if identity is None or decision is None or decision.rule is None:
+            reason = DenyReason("access.denied", _ACCESS_MESSAGE, "no identity")
+            return self._refuse(request, context, reason)
+
+        session = Session(
+            session_id=request.session_id,
+            protocol=request.protocol,
+            identity=identity,
+            target=config.targets[request.target],
+            rule=decision.rule,
+            peer=request.peer,
+            config=config,
+            chain=chain,
+            handle=handle,
+            on_close=self._forget,
+        )
+        self._register(session)
+        return session
+
+    def _refuse(
+        self,
+        request: SessionRequested,
+        context: Context,
+        reason: DenyReason,
+        recorded: bool = False,
+    ) -> Deferred[Session]:
+        subject = request.identity.subject if request.identity else None
+        self._log.warn(
+            "Refused {protocol} session {session_id} from {peer} to {target}: "
+            "{code} ({detail})",
+            protocol=request.protocol,
+            session_id=request.session_id,
+            peer=request.peer,
+            target=request.target,
+            code=reason.code,
+            detail=reason.detail,
+            subject=subject,
+        )
+        self.recorder.observe(
+            SessionRefused(
+                session_id=request.session_id,
+                protocol=request.protocol,
+                peer=request.peer,
+                target=request.target,
+                reason=reason.code,
+                detail=reason.detail,
+                subject=subject,
+            ),
+            Deny(reason),
+            context,
+        )
+        result: Deferred[Session] = Deferred()
+        self.reactor.callLater(
+            self.refusal_delay, result.errback, Failure(SessionRefusedError(reason))
+        )
+        return result
+
+    def _register(self, session: Session) -> None:
+        self._sessions[session.id] = session
+        self._schedule_limits(session)
+        info = attrs.asdict(session.info)
+        limit = session.rule.session_limit
+        self.store.put(f"session:{session.id}", json.dumps(info), ttl=limit + 60)
+        self._log.info(
+            "Opened {protocol} session {session_id} for {subject} to {target} "
+            "as {user}",
+            protocol=session.protocol,
+            session_id=session.id,
+            subject=session.identity.subject,
+            target=session.target.name,
+            user=session.credential.user,
+        )
+
+    def _schedule_limits(self, session: Session) -> None:
+        limit = session.rule.session_limit
+        timers = [
+            self.reactor.callLater(
+                limit,
+                self._end,
+                session.id,
+                "session_limit",
+                "session time limit reached",
+            )
+        ]
+        expires = session.identity.expires_at
+        if session.rule.on_token_expiry == "close" and expires is not None:
+            delay = max(0.0, expires - session.started)
+            if delay < limit:
+                timers.append(
+                    self.reactor.callLater(
+                        delay, self._end, session.id, "token_expired", "token expired"
+                    )
+                )
+        self._timers[session.id] = timers
+
+    def _end(self, session_id: str, reason: str, message: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return
+        self._log.info(
+            "Ending session {session_id}: {reason}",
+            session_id=session_id,
+            reason=reason,
+        )
+        session.handle.terminate(reason, message)
+
+    def _forget(self, session: Session) -> None:
+        self._sessions.pop(session.id, None)
+        for timer in self._timers.pop(session.id, []):
+            if timer.active():
+                timer.cancel()
+        for key in [k for k, v in self._cancel_keys.items() if v == session.id]:
+            del self._cancel_keys[key]
+            self.store.delete(key)
+        self.store.delete(f"session:{session.id}")
+        self._log.info("Closed session {session_id}", session_id=session.id)
+
+    def register_cancel_key(self, session: Session, key: bytes) -> None:
+        """
+        Let a cancel request carrying C{key} reach C{session}, from any
+        gateway process sharing the store.
+        """
+        name = f"cancel:{session.protocol}:{key.hex()}"
+        self._cancel_keys[name] = session.id
+        self.store.put(name, session.id, ttl=session.rule.session_limit + 60)
+
+    def cancel(self, protocol: str, key: bytes) -> Deferred[bool]:
+        """
+        Cancel the running work of the session that handed out C{key}.
+        """
+        name = f"cancel:{protocol}:{key.hex()}"
+
+        def found(session_id: str | None) -> Deferred[bool] | bool:
+            if session_id is None:
+                return False
+            if self._cancel_here(session_id):
+                return True
+            return self.store.publish("hoopgate:cancel", session_id).addCallback(
+                lambda receivers: receivers > 0
+            )
+
+        return self.store.get(name).addCallback(found)  # type: ignore[no-any-return]
+
+    def _cancel_here(self, session_id: str) -> bool:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        self._log.info("Cancel requested for session {session_id}", session_id=session_id)
+        session.handle.cancel()
+        return True
+
+    def _terminate_here(self, message: str) -> bool:
+        session = self._sessions.get(message)
+        if session is None:
+            return False
+        session.handle.terminate("terminated", "session terminated by an operator")
+        return True
+
+    def terminate(self, session_id: str) -> Deferred[Any]:
+        """
+        End a session wherever it runs.
+        """
+        if self._terminate_here(session_id):
+            return succeed(True)
+        return self.store.publish("hoopgate:terminate", session_id)
+
+    def recording_failed(self, session_id: str) -> None:
+        """
+        A recording line could not be written: end the session if the
+        configuration says recording failures close sessions.
+        """
+        if self.config.gateway.on_recording_failure == "close":
+            self._end(session_id, "recording_failed", "the session cannot be recorded")
+
+    def live(self) -> Deferred[list[SessionInfo]]:
+        """
+        Every live session the store knows, in any process.
+        """
+
+        def read(keys: list[str]) -> Deferred[list[SessionInfo]]:
+            return gatherResults([self.store.get(k) for k in keys]).addCallback(
+                lambda values: [SessionInfo(**json.loads(v)) for v in values if v]
+            )
+
+        return self.store.keys("session:").addCallback(read)  # type: ignore[no-any-return]
+
+
+def refuse_now(reason: DenyReason) -> Deferred[Session]:
+    """
+    A failed Deferred carrying a refusal (for plugins' own early checks).
+    """
+    return fail(SessionRefusedError(reason))
+
+
+__all__ = ["Event", "Gateway", "refuse_now"]

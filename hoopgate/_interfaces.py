@@ -1,0 +1,189 @@
+"""
+The contracts between the core, its interceptors and protocol plugins.
+
+test-case-name: tests.unit.test_plugin_api
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IProtocolPluginDeclaration(Interface):
+    """
+    A dropin's declaration of a protocol plugin, cheap to import.
+
+    Twisted's plugin loader finds these in the dropin folders; the plugin
+    module itself is imported only when a configuration uses it.
+    """
+
+    name = Attribute("The protocol's name in configuration (C{postgres}).")
+    description = Attribute("One line for C{twistd hoopgate --help}.")
+
+    def load() -> IProtocolPlugin:
+        """
+        Import the plugin module and return its plugin object.
+        """
+
+
+class IProtocolPlugin(Interface):
+    """
+    A protocol the gateway can relay: its configuration and its listener.
+    """
+
+    name = Attribute("The protocol's name in configuration.")
+
+    def read_listener(reader: object) -> object:
+        """
+        Validate a listener's protocol-specific keys.
+
+        Args:
+            reader: A L{hoopgate.plugin.ConfigReader} over the listener
+                mapping; read only the keys the core does not know, then
+                leave; the core checks for unknown keys afterwards.
+
+        Returns:
+            The plugin's own settings object for the listener.
+        """
+
+    def read_target(reader: object) -> object:
+        """
+        Validate a target's protocol-specific keys (as L{read_listener}).
+
+        Returns:
+            The plugin's own settings object for the target.
+        """
+
+    def make_factory(listener: object, gateway: IGateway) -> object:
+        """
+        Build the protocol factory that serves one listener.
+
+        Args:
+            listener: The L{hoopgate.plugin.ListenerConfig}.
+            gateway: The gateway, for sessions and decisions.
+
+        Returns:
+            An C{IProtocolFactory}.
+        """
+
+
+class ISessionHandle(Interface):
+    """
+    What the core may ask of a live session's connection.
+
+    Implemented by protocol plugins; the core calls it for limits,
+    token expiry, cancels and revocations, from any process's request.
+    """
+
+    def terminate(reason: str, message: str) -> None:
+        """
+        End the session now, telling the client C{message} in its
+        protocol's own form.
+        """
+
+    def cancel() -> None:
+        """
+        Cancel what the session is running on the target, if anything,
+        and keep the session.
+        """
+
+
+class IGateway(Interface):
+    """
+    What a protocol plugin may use of the gateway.
+    """
+
+    reactor = Attribute("The reactor to schedule and connect with.")
+
+    def open_session(request: object, handle: ISessionHandle) -> object:
+        """
+        Authenticate and authorise a L{hoopgate.plugin.SessionRequested}.
+
+        Returns:
+            A C{Deferred} firing with a L{hoopgate.plugin.Session}, or
+            failing with L{hoopgate.plugin.SessionRefusedError}.
+        """
+
+    def register_cancel_key(session: object, key: bytes) -> None:
+        """
+        Let a later cancel request carrying C{key} reach C{session}, from
+        any connection to any gateway process sharing the store.
+        """
+
+    def cancel(protocol: str, key: bytes) -> object:
+        """
+        Cancel the work of the session that handed out cancel C{key}.
+
+        Returns:
+            A C{Deferred} firing with whether a session was found.
+        """
+
+
+class IInterceptor(Interface):
+    """
+    A step of the chain that decides about events.
+    """
+
+    name = Attribute("A short name for logs and records.")
+    stage = Attribute(
+        "C{identity}, C{guardrails}, C{approval} or C{masking}: where in "
+        "the fixed order it runs."
+    )
+    event_types = Attribute("The event classes it decides about.")
+
+    def decide(event: object, context: object) -> object:
+        """
+        Decide about an event.
+
+        Returns:
+            A verdict, or a C{Deferred} firing with one.
+        """
+
+
+class IObserver(Interface):
+    """
+    A step of the chain that sees every decision and changes none.
+    """
+
+    def observe(event: object, verdict: object, context: object) -> None:
+        """
+        Note an event and the verdict it got.
+        """
+
+
+class IStore(Interface):
+    """
+    Shared state: what another gateway process must see.
+
+    Keys are text; values are text; every value may have a time to live.
+    """
+
+    def put(key: str, value: str, ttl: float | None = None) -> object:
+        """
+        Set a value.  Returns a C{Deferred} firing when stored.
+        """
+
+    def get(key: str) -> object:
+        """
+        Returns a C{Deferred} firing with the value or C{None}.
+        """
+
+    def delete(key: str) -> object:
+        """
+        Returns a C{Deferred} firing when removed.
+        """
+
+    def keys(prefix: str) -> object:
+        """
+        Returns a C{Deferred} firing with the keys starting with C{prefix}.
+        """
+
+    def publish(channel: str, message: str) -> object:
+        """
+        Wake subscribers of C{channel}.  Returns a C{Deferred}.
+        """
+
+    def subscribe(channel: str, callback: object) -> object:
+        """
+        Call C{callback(message)} for each message on C{channel}.
+        """

@@ -1,0 +1,166 @@
+"""
+Recording v1: one JSON-lines file per session.
+
+Every line has the format version, a sequence number, the event name, the
+verdict, the session id and the subject, then the event's own fields.
+Secrets never reach it: fields marked secret are dropped, and statements
+that set passwords lose their literals.  Each line is flushed as it is
+written, so a crash loses nothing the client was already told.
+
+test-case-name: tests.unit.test_recording
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hoopgate._chain import Context
+from hoopgate._events import (
+    Event,
+    SessionClosed,
+    SessionRefused,
+    StatementReceived,
+)
+from hoopgate._interfaces import IObserver
+from hoopgate._redact import redact_passwords
+from hoopgate._verdicts import Allow, Deny, Hold, Rewrite, Verdict
+
+FORMAT_VERSION = 1
+
+_FINAL = (SessionClosed, SessionRefused)
+
+
+def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
+    if isinstance(verdict, Allow):
+        return {"verdict": "allow"}
+    if isinstance(verdict, Deny):
+        reason = verdict.reason
+        return {
+            "verdict": "deny",
+            "reason": {"code": reason.code, "detail": reason.detail, "rule": reason.rule},
+        }
+    if isinstance(verdict, Hold):
+        return {"verdict": "hold", "hold_reason": verdict.reason}
+    if isinstance(verdict, Rewrite):
+        return {"verdict": "rewrite"}
+    return {"verdict": "unknown"}
+
+
+def _keep(attribute: attrs.Attribute[Any], value: object) -> bool:
+    return not attribute.metadata.get("secret", False)
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """
+    The recordable fields of an event, secrets removed.
+    """
+    fields = attrs.asdict(event, filter=_keep, recurse=True)
+    if isinstance(event, StatementReceived):
+        fields["text"] = redact_passwords(event.text)
+    return fields
+
+
+class RecordingFailed(Exception):
+    """
+    A recording line could not be written.
+    """
+
+
+@implementer(IObserver)
+class Recorder:
+    """
+    Writes each session's events to C{DIRECTORY/SESSION_ID.jsonl}.
+
+    Args:
+        directory: The recordings folder; created if absent.
+        on_failure: Called with the session id when a line cannot be
+            written (the gateway ends that session if policy says so).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, directory: str, on_failure: Callable[[str], None] | None = None
+    ) -> None:
+        self._directory = Path(directory)
+        self._directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._files: dict[str, tuple[IO[str], list[int]]] = {}
+        self.on_failure = on_failure
+
+    def path_for(self, session_id: str) -> Path:
+        """
+        The file a session is recorded in.
+        """
+        return self._directory / f"{session_id}.jsonl"
+
+    def _open(self, session_id: str) -> tuple[IO[str], list[int]]:
+        entry = self._files.get(session_id)
+        if entry is None:
+            fd = os.open(
+                self.path_for(session_id),
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                0o640,
+            )
+            entry = (os.fdopen(fd, "a", encoding="utf-8"), [0])
+            self._files[session_id] = entry
+        return entry
+
+    def observe(self, event: Event, verdict: Verdict, context: Context) -> None:
+        line = {
+            "v": FORMAT_VERSION,
+            "event": event.name,
+            "subject": context.identity.subject if context.identity else None,
+            **_verdict_fields(verdict),
+            **event_fields(event),
+        }
+        try:
+            self._write(event.session_id, line, isinstance(event, _FINAL))
+        except (OSError, TypeError, ValueError) as e:
+            self._log.error(
+                "Cannot record {event} of session {session_id}: {error}",
+                event=event.name,
+                session_id=event.session_id,
+                error=str(e),
+            )
+            if self.on_failure is not None:
+                self.on_failure(event.session_id)
+
+    def _write(self, session_id: str, line: dict[str, Any], last: bool) -> None:
+        handle, counter = self._open(session_id)
+        counter[0] += 1
+        line["seq"] = counter[0]
+        handle.write(json.dumps(line, separators=(",", ":"), default=str) + "\n")
+        handle.flush()
+        if last:
+            handle.close()
+            del self._files[session_id]
+
+    def close(self) -> None:
+        """
+        Close every open file (at shutdown).
+        """
+        for handle, _ in self._files.values():
+            handle.close()
+        self._files.clear()
+
+
+def read_recording(path: Path) -> list[dict[str, Any]]:
+    """
+    Read a recording; a torn last line (a crash mid-write) is skipped.
+    """
+    lines = []
+    with path.open(encoding="utf-8") as handle:
+        for raw in handle:
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+    return lines

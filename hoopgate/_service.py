@@ -1,0 +1,102 @@
+"""
+The C{twistd hoopgate} service: listeners, admin and the gateway.
+
+test-case-name: tests.integration.test_postgres_relay
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from hoopgate._admin import AdminSite
+from hoopgate._config import Config, load_config
+from hoopgate._configreader import ConfigError
+from hoopgate._gateway import Gateway
+from hoopgate._recording import Recorder
+from hoopgate._store import MemoryStore
+
+
+class GatewayService(MultiService):
+    """
+    Serves every configured listener plus the admin listener.
+
+    Args:
+        reactor: The reactor.
+        config_path: The configuration file, read again on reload.
+        config: Its validated contents.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, config_path: str, config: Config) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.config_path = config_path
+        self.recorder = Recorder(config.gateway.recordings)
+        self.store = MemoryStore(reactor)
+        self.gateway = Gateway(reactor, config, self.store, self.recorder)
+        self.recorder.on_failure = self.gateway.recording_failed
+        self._add_listeners(config)
+
+    def _add_listeners(self, config: Config) -> None:
+        admin = AdminSite(self.gateway, self.reload)
+        endpoint = serverFromString(self.reactor, config.gateway.admin_listen)
+        StreamServerEndpointService(endpoint, admin.site()).setServiceParent(self)
+
+        for listener in config.listeners:
+            plugin = config.plugins[listener.protocol]
+            factory = plugin.make_factory(listener, self.gateway)
+            endpoint = serverFromString(self.reactor, listener.listen)
+            service = StreamServerEndpointService(endpoint, factory)
+            service._raiseSynchronously = True
+            service.setServiceParent(self)
+
+    def startService(self) -> None:
+        self._log.info(
+            "hoopgate starting: {listeners} listeners, store {store}, recordings in "
+            "{recordings}",
+            listeners=len(self.gateway.config.listeners),
+            store="in-memory (one process)",
+            recordings=self.gateway.config.gateway.recordings,
+        )
+        super().startService()
+        signal.signal(
+            signal.SIGHUP,
+            lambda *_: self.reactor.callFromThread(self._reload_logged),
+        )
+        self.gateway.verifier.prime()
+
+    def stopService(self) -> Any:
+        result = super().stopService()
+        self.recorder.close()
+        return result
+
+    def reload(self) -> None:
+        """
+        Read the configuration again and use it for new sessions.
+
+        Listeners stay as they started; a changed listener needs a
+        restart, and the log says so.
+
+        Raises:
+            ConfigError: The new configuration is not valid; the old one
+                stays in force.
+        """
+        current = self.gateway.config
+        config = load_config(self.config_path, plugins=current.plugins)
+        if config.listeners != current.listeners:
+            self._log.warn("Listener changes take effect after a restart")
+        self.gateway.reload(config)
+        self.gateway.verifier.prime()
+
+    def _reload_logged(self) -> None:
+        try:
+            self.reload()
+        except ConfigError as e:
+            self._log.error("Reload refused, keeping the running configuration: {error}", error=str(e))
