@@ -1,0 +1,1 @@
+"""hoopgate's built-in protocol plugins (PostgreSQL, MySQL, SSH, HTTP)."""

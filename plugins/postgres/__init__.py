@@ -1,0 +1,1 @@
+"""The PostgreSQL protocol plugin: codec, SCRAM client, adapter, events."""

@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Start or stop the throwaway servers that integration tests and the demo run
+# against: PostgreSQL 15 (TLS, demo data, one role per authentication method)
+# and the test OIDC issuer. Everything listens on 127.0.0.1 only.
+#
+#   tests/services.sh start   # prints the env file it wrote; source it with
+#                             #   set -a; . "$HG_RUN/env"; set +a
+#   tests/services.sh stop    # needs HG_RUN; HG_KEEP=1 keeps the run directory
+#
+# Environment:
+#   HG_RUN      run directory (all state, sockets, logs, passwords); default a
+#               fresh /tmp/hoopgate-it.XXXXXX. `start` refuses a non-empty one.
+#   PG_PORT     PostgreSQL port; default a free loopback port.
+#   OIDC_PORT   issuer port; default a free loopback port.
+#   HG_PYTHON   Python with joserfc and twisted; default the project's .venv.
+#   HG_KEEP=1   `stop` leaves the run directory in place (logs for a post-mortem).
+#
+# Recipes follow /work/shared/TEST-SERVERS.md sections 3, 4 and 9. Must run as
+# root (it uses runuser for PostgreSQL). Every wait is bounded; a server that
+# does not come up makes `start` fail with the tail of its log.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=${HG_PYTHON:-$ROOT/.venv/bin/python}
+PGBIN=/usr/lib/postgresql/15/bin
+OIDC_AUDIENCE=https://hoopgate.test
+MARKER=.hoopgate-run        # marks a directory this script may delete
+
+# --- small helpers -----------------------------------------------------------
+
+die() { echo "services.sh: $*" >&2; exit 1; }
+log() { echo "services.sh: $*" >&2; }
+
+# A process counts as alive unless it is gone or a zombie (zombies keep
+# answering kill -0 until their parent reaps them).
+alive() {
+  local st
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $st != Z* ]]
+}
+
+# Stop the process whose PID is in file $1: TERM, up to 5 s, then KILL.
+stop_pid() {
+  local p
+  p=$(cat "$1" 2>/dev/null) || return 0
+  if kill -TERM "$p" 2>/dev/null; then
+    for _ in $(seq 100); do alive "$p" || break; sleep 0.05; done
+    if alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
+  fi
+  rm -f "$1"
+}
+
+# A free TCP port on 127.0.0.1 (the kernel picks it; we release it at once,
+# so the server that takes it next is racing only other port-0 binders).
+free_port() {
+  "$PY" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+random_secret() { openssl rand -hex 16; }
+
+# Write a secret without a trailing newline, readable by root only.
+write_secret() {
+  (umask 077; printf '%s' "$2" > "$1")
+}
+
+# Print the last lines of a log, for a server that failed.
+show_log() {
+  echo "----- last lines of $1 -----" >&2
+  tail -n 40 "$1" >&2 2>/dev/null || echo "(no log)" >&2
+  echo "-----" >&2
+}
+
+# wait_ready NAME PIDFILE LOG CMD...: poll CMD every 0.05 s for at most 20 s
+# while the server's process lives. On failure print its log and return 1.
+wait_ready() {
+  local name=$1 pidfile=$2 logfile=$3 pid n=0
+  shift 3
+  pid=$(cat "$pidfile")
+  until "$@" >/dev/null 2>&1; do
+    if ! alive "$pid"; then
+      log "$name exited during start-up"; show_log "$logfile"; return 1
+    fi
+    n=$((n + 1))
+    if [ $n -gt 400 ]; then
+      log "$name did not answer within 20 s"; show_log "$logfile"; return 1
+    fi
+    sleep 0.05
+  done
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- run directory and TLS ---------------------------------------------------
+
+make_run_dir() {
+  RUN=${HG_RUN:-$(mktemp -d /tmp/hoopgate-it.XXXXXX)}
+  mkdir -p "$RUN"
+  RUN=$(cd "$RUN" && pwd -P)
+  if [ -n "$(ls -A "$RUN")" ]; then
+    die "run directory $RUN is not empty (stop it first, or choose another HG_RUN)"
+  fi
+  # mktemp makes 0700; postgres must traverse it to reach its socket and files.
+  chmod 755 "$RUN"
+  touch "$RUN/$MARKER"
+}
+
+# One self-signed certificate (its own trust anchor) for every server.
+make_tls_cert() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$RUN/tls.key" -out "$RUN/tls.crt" 2>/dev/null
+  chmod 600 "$RUN/tls.key"
+  chmod 644 "$RUN/tls.crt"
+}
+
+# --- PostgreSQL 15 -----------------------------------------------------------
+
+pg() { runuser -u postgres -- "$PGBIN/$@"; }
+
+# psql as the superuser over the Unix socket (local = trust).
+pg_psql() {
+  psql -X -q -v ON_ERROR_STOP=1 -h "$RUN/pg" -p "$PG_PORT" -U postgres "$@"
+}
+
+write_pg_hba() {
+  # First match wins. Unix sockets are trusted (setup and tests as root);
+  # TCP on loopback needs SCRAM, except the per-role rules above the last line.
+  cat > "$1" <<'EOF'
+local     all all                    trust
+host      all trusty  127.0.0.1/32   trust
+hostssl   all sslonly 127.0.0.1/32   scram-sha-256
+hostnossl all sslonly 127.0.0.1/32   reject
+host      all mduser  127.0.0.1/32   md5
+host      all all     127.0.0.1/32   scram-sha-256
+EOF
+}
+
+write_pg_conf() {
+  cat >> "$1" <<EOF
+
+# --- hoopgate test server (tests/services.sh) ---
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$RUN/pg'
+ssl = on
+ssl_cert_file = '$RUN/pg/tls.crt'
+ssl_key_file = '$RUN/pg/tls.key'
+password_encryption = 'scram-sha-256'
+log_statement = 'all'
+log_connections = on
+log_disconnections = on
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+}
+
+# Roles, one per authentication method the gateway must handle upstream.
+# log_statement is switched off for this session so no password reaches the log.
+create_pg_roles() {
+  pg_psql -d postgres \
+    -v app_pw="$APP_PASSWORD" -v ro_pw="$APP_RO_PASSWORD" \
+    -v md_pw="$MD_PASSWORD" -v ssl_pw="$SSLONLY_PASSWORD" <<'EOF'
+SET log_statement = 'none';
+CREATE ROLE app LOGIN PASSWORD :'app_pw';
+CREATE ROLE app_ro LOGIN PASSWORD :'ro_pw';
+CREATE ROLE sslonly LOGIN PASSWORD :'ssl_pw';
+CREATE ROLE trusty LOGIN;
+SET password_encryption = 'md5';
+CREATE ROLE mduser LOGIN PASSWORD :'md_pw';
+RESET password_encryption;
+CREATE DATABASE appdb OWNER app;
+EOF
+}
+
+start_pg() {
+  local R=$RUN/pg
+  PG_PORT=${PG_PORT:-$(free_port)}
+  mkdir -p "$R"
+  cp "$RUN/tls.crt" "$RUN/tls.key" "$R/"
+
+  PG_SUPERUSER_PASSWORD=$(random_secret)
+  APP_PASSWORD=$(random_secret)
+  APP_RO_PASSWORD=$(random_secret)
+  MD_PASSWORD=$(random_secret)
+  SSLONLY_PASSWORD=$(random_secret)
+  write_secret "$R/initdb.pw" "$PG_SUPERUSER_PASSWORD"
+  chown -R postgres: "$R"
+  chmod 600 "$R/tls.key" "$R/initdb.pw"
+
+  if ! pg initdb -D "$R/data" -U postgres --pwfile="$R/initdb.pw" \
+      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 \
+      --locale=C.UTF-8 --no-sync > "$R/initdb.log" 2>&1; then
+    log "initdb failed"; show_log "$R/initdb.log"; return 1
+  fi
+  rm -f "$R/initdb.pw"
+  write_pg_hba "$R/data/pg_hba.conf"
+  write_pg_conf "$R/data/postgresql.conf"
+
+  # -w: returns once the server accepts connections (or fails), -t bounds it.
+  if ! pg pg_ctl -D "$R/data" -l "$R/server.log" -w -t 30 start > "$R/pg_ctl.log" 2>&1; then
+    log "PostgreSQL did not start"; show_log "$R/server.log"; return 1
+  fi
+  head -1 "$R/data/postmaster.pid" > "$RUN/pg.pid"
+
+  # Passwords for tests and the gateway's {file: ...} secrets; root-only.
+  write_secret "$R/postgres.pw" "$PG_SUPERUSER_PASSWORD"
+  write_secret "$R/app.pw" "$APP_PASSWORD"
+  write_secret "$R/app_ro.pw" "$APP_RO_PASSWORD"
+  write_secret "$R/mduser.pw" "$MD_PASSWORD"
+  write_secret "$R/sslonly.pw" "$SSLONLY_PASSWORD"
+
+  create_pg_roles
+  # The fixtures are loaded as `app`, so it owns them (socket: trust).
+  psql -X -q -v ON_ERROR_STOP=1 -h "$R" -p "$PG_PORT" -U app -d appdb \
+    -f "$ROOT/tests/fixtures/demo.sql" > "$R/fixtures.log" 2>&1 \
+    || { log "loading tests/fixtures/demo.sql failed"; show_log "$R/fixtures.log"; return 1; }
+}
+
+stop_pg() {
+  local R=$RUN/pg
+  if [ -f "$R/data/postmaster.pid" ]; then
+    pg pg_ctl -D "$R/data" -m fast -w -t 30 stop > /dev/null 2>&1 || true
+  fi
+  # If pg_ctl could not stop it (or the data directory is damaged), stop the PID.
+  stop_pid "$RUN/pg.pid"
+}
+
+# --- OIDC issuer -------------------------------------------------------------
+
+start_oidc() {
+  local O=$RUN/oidc
+  OIDC_PORT=${OIDC_PORT:-$(free_port)}
+  while [ "$OIDC_PORT" = "$PG_PORT" ]; do OIDC_PORT=$(free_port); done
+  OIDC_ISSUER=http://127.0.0.1:$OIDC_PORT
+  OIDC_KEY_FILE=$O/key.json
+  mkdir -p "$O"
+  "$PY" "$ROOT/tests/oidc/issuer.py" --port "$OIDC_PORT" \
+    --audience "$OIDC_AUDIENCE" --key-file "$OIDC_KEY_FILE" \
+    < /dev/null > "$O/issuer.log" 2>&1 &
+  echo $! > "$RUN/oidc.pid"
+  wait_ready "OIDC issuer" "$RUN/oidc.pid" "$O/issuer.log" \
+    curl -fsS --max-time 2 "$OIDC_ISSUER/.well-known/openid-configuration"
+}
+
+stop_oidc() { stop_pid "$RUN/oidc.pid"; }
+
+# --- env file ----------------------------------------------------------------
+
+# Shell assignments for `set -a; . $RUN/env`. It holds passwords: root-only.
+write_env() {
+  local name
+  (
+    umask 077
+    for name in HG_RUN PG_HOST PG_PORT PG_SOCKET_DIR PG_DATABASE \
+        PG_SUPERUSER_PASSWORD APP_PASSWORD APP_RO_PASSWORD MD_PASSWORD \
+        SSLONLY_PASSWORD OIDC_ISSUER OIDC_AUDIENCE OIDC_KEY_FILE \
+        TLS_CERT TLS_KEY; do
+      printf '%s=%q\n' "$name" "${!name}"
+    done > "$RUN/env.tmp"
+  )
+  mv "$RUN/env.tmp" "$RUN/env"
+}
+
+# --- commands ----------------------------------------------------------------
+
+cmd_start() {
+  [ "$(id -u)" = 0 ] || die "must run as root (PostgreSQL is started with runuser)"
+  [ -x "$PGBIN/initdb" ] || die "PostgreSQL 15 is not installed (run: make setup)"
+  [ -x "$PY" ] || die "no Python at $PY (run: make setup, or set HG_PYTHON)"
+  make_run_dir
+  export HG_RUN=$RUN
+  # From here on, any failure (set -e) exits through on_start_exit, which
+  # stops whatever already started.
+  trap on_start_exit EXIT
+
+  make_tls_cert
+  start_pg
+  start_oidc
+
+  HG_RUN=$RUN PG_HOST=127.0.0.1 PG_SOCKET_DIR=$RUN/pg PG_DATABASE=appdb
+  TLS_CERT=$RUN/tls.crt TLS_KEY=$RUN/tls.key
+  write_env
+  STARTED=1
+  echo "services.sh: PostgreSQL on 127.0.0.1:$PG_PORT, OIDC issuer $OIDC_ISSUER"
+  echo "services.sh: wrote $RUN/env  (set -a; . $RUN/env; set +a)"
+}
+
+STARTED=0
+on_start_exit() {
+  if [ "$STARTED" != 1 ]; then
+    log "start failed; stopping what had started"
+    cmd_stop || true
+  fi
+}
+
+cmd_stop() {
+  RUN=${HG_RUN:-}
+  [ -n "$RUN" ] || die "HG_RUN is not set: which run directory should be stopped?"
+  [ -d "$RUN" ] || { log "$RUN does not exist; nothing to stop"; return 0; }
+  [ -f "$RUN/$MARKER" ] || die "$RUN was not made by tests/services.sh; not touching it"
+  stop_oidc
+  stop_pg
+  if [ "${HG_KEEP:-0}" = 1 ]; then
+    log "kept $RUN (HG_KEEP=1)"
+  else
+    rm -rf "$RUN"
+  fi
+}
+
+case ${1:-} in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
