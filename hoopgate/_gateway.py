@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -19,6 +19,7 @@ from zope.interface import implementer
 from hoopgate._chain import Chain, Context
 from hoopgate._config import Config
 from hoopgate._events import Event, SessionRefused, SessionRequested
+from hoopgate._identity import Identity
 from hoopgate._interfaces import IGateway, IInterceptor, ISessionHandle, IStore
 from hoopgate._oidc import OIDCVerifier, TokenRejected
 from hoopgate._policy import Policy
@@ -58,16 +59,20 @@ class TokenInterceptor:
     def __init__(self, verifier: OIDCVerifier) -> None:
         self._verifier = verifier
 
-    def decide(self, event: SessionRequested, context: Context) -> Deferred[Verdict]:
+    def decide(self, event: Event, context: Context) -> Deferred[Verdict]:
+        if not isinstance(event, SessionRequested):
+            return succeed(_not_a_request(self.name, event))
         if not event.token:
             return succeed(_identity_deny("missing", "no token was presented"))
+        request = event
 
-        def proved(identity: Any) -> Verdict:
-            return Rewrite(event=attrs.evolve(event, identity=identity))
+        def proved(identity: Identity) -> Verdict:
+            return Rewrite(event=attrs.evolve(request, identity=identity))
 
         def rejected(failure: Failure) -> Verdict:
-            failure.trap(TokenRejected)
             error = failure.value
+            if not isinstance(error, TokenRejected):
+                failure.raiseException()
             return _identity_deny(error.reason, error.detail)
 
         return self._verifier.verify(event.token).addCallbacks(proved, rejected)
@@ -75,6 +80,18 @@ class TokenInterceptor:
 
 def _identity_deny(code: str, detail: str) -> Deny:
     return Deny(DenyReason(f"identity.{code}", _IDENTITY_MESSAGE, detail))
+
+
+def _not_a_request(name: str, event: Event) -> Deny:
+    # The chain hands these interceptors only the types they declare; any
+    # other event is a wiring fault, and a security check fails closed.
+    return Deny(
+        DenyReason(
+            "interceptor.failure",
+            "the gateway could not check this request",
+            f"interceptor {name} got a {type(event).__name__}",
+        )
+    )
 
 
 @implementer(IInterceptor)
@@ -87,7 +104,9 @@ class AccessInterceptor:
     stage = "guardrails"
     event_types = (SessionRequested,)
 
-    def decide(self, event: SessionRequested, context: Context) -> Verdict:
+    def decide(self, event: Event, context: Context) -> Verdict:
+        if not isinstance(event, SessionRequested):
+            return _not_a_request(self.name, event)
         if event.identity is None:
             return _identity_deny("missing", "no identity was established")
 
@@ -194,7 +213,9 @@ class Gateway:
         Authenticate and authorise a session request.
         """
         config, chain = self.config, self.chain
-        request = attrs.evolve(request, session_id=request.session_id or new_session_id())
+        request = attrs.evolve(
+            request, session_id=request.session_id or new_session_id()
+        )
         context = Context(
             session_id=request.session_id,
             protocol=request.protocol,
@@ -221,12 +242,18 @@ class Gateway:
         else:
             decided = succeed(verdict)
         return decided.addCallback(
-            self._admit, request, context, config, chain, handle
+            self._admit,
+            request=request,
+            context=context,
+            config=config,
+            chain=chain,
+            handle=handle,
         )
 
     def _admit(
         self,
         verdict: Verdict,
+        *,
         request: SessionRequested,
         context: Context,
         config: Config,
@@ -238,7 +265,9 @@ class Gateway:
         if isinstance(verdict, Rewrite) and isinstance(verdict.event, SessionRequested):
             request = verdict.event
         identity = request.identity
-        decision = config.policy.authorize(identity, request.target) if identity else None
+        decision = (
+            config.policy.authorize(identity, request.target) if identity else None
+        )
         if identity is None or decision is None or decision.rule is None:
             reason = DenyReason("access.denied", _ACCESS_MESSAGE, "no identity")
             return self._refuse(request, context, reason)
@@ -324,7 +353,8 @@ class Gateway:
             )
         ]
         expires = session.identity.expires_at
-        if session.rule.on_token_expiry == "close" and expires is not None:
+        on_expiry = session.rule.on_token_expiry
+        if on_expiry == "close" and expires is not None:
             delay = max(0.0, expires - session.started)
             if delay < limit:
                 timers.append(
@@ -380,13 +410,15 @@ class Gateway:
                 lambda receivers: receivers > 0
             )
 
-        return self.store.get(name).addCallback(found)  # type: ignore[no-any-return]
+        return self.store.get(name).addCallback(found)
 
     def _cancel_here(self, session_id: str) -> bool:
         session = self._sessions.get(session_id)
         if session is None:
             return False
-        self._log.info("Cancel requested for session {session_id}", session_id=session_id)
+        self._log.info(
+            "Cancel requested for session {session_id}", session_id=session_id
+        )
         session.handle.cancel()
         return True
 
@@ -397,9 +429,13 @@ class Gateway:
         session.handle.terminate("terminated", "session terminated by an operator")
         return True
 
-    def terminate(self, session_id: str) -> Deferred[Any]:
+    def terminate(self, session_id: str) -> Deferred[bool] | Deferred[int]:
         """
         End a session wherever it runs.
+
+        Returns:
+            A C{Deferred} firing with C{True} when the session ran here,
+            otherwise with how many processes got the request.
         """
         if self._terminate_here(session_id):
             return succeed(True)
@@ -423,7 +459,7 @@ class Gateway:
                 lambda values: [SessionInfo(**json.loads(v)) for v in values if v]
             )
 
-        return self.store.keys("session:").addCallback(read)  # type: ignore[no-any-return]
+        return self.store.keys("session:").addCallback(read)
 
 
 def refuse_now(reason: DenyReason) -> Deferred[Session]:

@@ -6,7 +6,20 @@ test-case-name: tests.unit.test_plugin_api
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from hoopgate._chain import Context
+    from hoopgate._config import ListenerConfig
+    from hoopgate._configreader import ConfigReader
+    from hoopgate._events import Event, SessionRequested
+    from hoopgate._session import Session
+    from hoopgate._verdicts import Verdict
 
 
 class IProtocolPluginDeclaration(Interface):
@@ -33,7 +46,7 @@ class IProtocolPlugin(Interface):
 
     name = Attribute("The protocol's name in configuration.")
 
-    def read_listener(reader: object) -> object:
+    def read_listener(reader: ConfigReader) -> object:
         """
         Validate a listener's protocol-specific keys.
 
@@ -46,7 +59,7 @@ class IProtocolPlugin(Interface):
             The plugin's own settings object for the listener.
         """
 
-    def read_target(reader: object) -> object:
+    def read_target(reader: ConfigReader) -> object:
         """
         Validate a target's protocol-specific keys (as L{read_listener}).
 
@@ -54,7 +67,7 @@ class IProtocolPlugin(Interface):
             The plugin's own settings object for the target.
         """
 
-    def make_factory(listener: object, gateway: IGateway) -> object:
+    def make_factory(listener: ListenerConfig, gateway: IGateway) -> object:
         """
         Build the protocol factory that serves one listener.
 
@@ -95,7 +108,9 @@ class IGateway(Interface):
 
     reactor = Attribute("The reactor to schedule and connect with.")
 
-    def open_session(request: object, handle: ISessionHandle) -> object:
+    def open_session(
+        request: SessionRequested, handle: ISessionHandle
+    ) -> Deferred[Session]:
         """
         Authenticate and authorise a L{hoopgate.plugin.SessionRequested}.
 
@@ -104,13 +119,13 @@ class IGateway(Interface):
             failing with L{hoopgate.plugin.SessionRefusedError}.
         """
 
-    def register_cancel_key(session: object, key: bytes) -> None:
+    def register_cancel_key(session: Session, key: bytes) -> None:
         """
         Let a later cancel request carrying C{key} reach C{session}, from
         any connection to any gateway process sharing the store.
         """
 
-    def cancel(protocol: str, key: bytes) -> object:
+    def cancel(protocol: str, key: bytes) -> Deferred[bool]:
         """
         Cancel the work of the session that handed out cancel C{key}.
 
@@ -131,7 +146,7 @@ class IInterceptor(Interface):
     )
     event_types = Attribute("The event classes it decides about.")
 
-    def decide(event: object, context: object) -> object:
+    def decide(event: Event, context: Context) -> Verdict | Deferred[Verdict]:
         """
         Decide about an event.
 
@@ -145,7 +160,7 @@ class IObserver(Interface):
     A step of the chain that sees every decision and changes none.
     """
 
-    def observe(event: object, verdict: object, context: object) -> None:
+    def observe(event: Event, verdict: Verdict, context: Context) -> None:
         """
         Note an event and the verdict it got.
         """
@@ -158,32 +173,32 @@ class IStore(Interface):
     Keys are text; values are text; every value may have a time to live.
     """
 
-    def put(key: str, value: str, ttl: float | None = None) -> object:
+    def put(key: str, value: str, ttl: float | None = None) -> Deferred[None]:
         """
         Set a value.  Returns a C{Deferred} firing when stored.
         """
 
-    def get(key: str) -> object:
+    def get(key: str) -> Deferred[str | None]:
         """
         Returns a C{Deferred} firing with the value or C{None}.
         """
 
-    def delete(key: str) -> object:
+    def delete(key: str) -> Deferred[None]:
         """
         Returns a C{Deferred} firing when removed.
         """
 
-    def keys(prefix: str) -> object:
+    def keys(prefix: str) -> Deferred[list[str]]:
         """
         Returns a C{Deferred} firing with the keys starting with C{prefix}.
         """
 
-    def publish(channel: str, message: str) -> object:
+    def publish(channel: str, message: str) -> Deferred[int]:
         """
         Wake subscribers of C{channel}.  Returns a C{Deferred}.
         """
 
-    def subscribe(channel: str, callback: object) -> object:
+    def subscribe(channel: str, callback: Callable[[str], object]) -> None:
         """
         Call C{callback(message)} for each message on C{channel}.
         """
