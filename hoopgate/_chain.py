@@ -102,9 +102,7 @@ class Chain:
                     f"interceptor {interceptor.name} has unknown stage "
                     f"{interceptor.stage!r}"
                 )
-        self._interceptors = sorted(
-            interceptors, key=lambda i: STAGES.index(i.stage)
-        )
+        self._interceptors = sorted(interceptors, key=lambda i: STAGES.index(i.stage))
         self._observers = tuple(observers)
         self._by_type: dict[type[Event], tuple[IInterceptor, ...]] = {}
 
@@ -127,7 +125,7 @@ class Chain:
             those once the walk has finished.
         """
         steps = self._for(type(event))
-        verdict = self._walk(steps, 0, event, event, None, context)
+        verdict = self._walk(steps, 0, event, None, original=event, context=context)
         if not isinstance(verdict, Hold):
             self._observe(event, verdict, context)
         return verdict
@@ -136,9 +134,10 @@ class Chain:
         self,
         steps: tuple[IInterceptor, ...],
         start: int,
-        original: Event,
         event: Event,
         plan: RowTransformer | None,
+        *,
+        original: Event,
         context: Context,
     ) -> Verdict:
         for index in range(start, len(steps)):
@@ -150,7 +149,15 @@ class Chain:
                 event = verdict.event or event
                 plan = _compose(plan, verdict.plan)
             elif isinstance(verdict, Hold):
-                return self._pause(steps, index, original, event, plan, context, verdict)
+                return self._pause(
+                    steps,
+                    index,
+                    event,
+                    plan,
+                    verdict,
+                    original=original,
+                    context=context,
+                )
 
         if event is original and plan is None:
             return ALLOW
@@ -174,24 +181,33 @@ class Chain:
                 value=verdict,
             )
             return _failure_deny(step.name)
-        return verdict  # type: ignore[no-any-return]
+        return verdict
 
     def _pause(
         self,
         steps: tuple[IInterceptor, ...],
         index: int,
-        original: Event,
         event: Event,
         plan: RowTransformer | None,
-        context: Context,
         hold: Hold,
+        *,
+        original: Event,
+        context: Context,
     ) -> Hold:
         name = steps[index].name
         self._observe(original, hold, context)
 
         def resumed(decision: object) -> Verdict:
             if isinstance(decision, Hold):
-                return self._pause(steps, index, original, event, plan, context, decision)
+                return self._pause(
+                    steps,
+                    index,
+                    event,
+                    plan,
+                    decision,
+                    original=original,
+                    context=context,
+                )
             if isinstance(decision, Deny):
                 return decision
             next_event, next_plan = event, plan
@@ -206,7 +222,12 @@ class Chain:
                 )
                 return _failure_deny(name)
             return self._walk(
-                steps, index + 1, original, next_event, next_plan, context
+                steps,
+                index + 1,
+                next_event,
+                next_plan,
+                original=original,
+                context=context,
             )
 
         def failed(failure: Failure) -> Verdict:

@@ -250,7 +250,9 @@ def _read_target(
 ) -> TargetConfig:
     plugin = _plugin(reader, plugins)
     tls = reader.section("tls")
-    credentials = {c.name: c for c in map(_read_credential, reader.sections("credentials"))}
+    credentials = {
+        c.name: c for c in map(_read_credential, reader.sections("credentials"))
+    }
     if not credentials:
         raise reader.error("credentials", "at least one credential set is required")
 
@@ -286,7 +288,9 @@ def _unique(items: list[Any], what: str, reader: ConfigReader, key: str) -> None
 
 
 def _check_access(
-    reader: ConfigReader, rules: tuple[AccessRule, ...], targets: Mapping[str, TargetConfig]
+    reader: ConfigReader,
+    rules: tuple[AccessRule, ...],
+    targets: Mapping[str, TargetConfig],
 ) -> None:
     for rule in rules:
         names = targets if "*" in rule.targets else rule.targets

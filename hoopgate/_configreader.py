@@ -18,7 +18,7 @@ import yaml
 
 from hoopgate._secrets import (
     Secret,
-    SecretUnavailable,
+    SecretUnavailableError,
     inline_secret,
     secret_from_env,
     secret_from_file,
@@ -63,9 +63,7 @@ def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _Map:
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str):
-            raise ConfigError(
-                f"line {key_node.start_mark.line + 1}: keys must be text"
-            )
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: keys must be text")
         if key in result:
             raise ConfigError(
                 f"{key} (line {key_node.start_mark.line + 1}): duplicate key"
@@ -85,11 +83,11 @@ def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode) -> _Seq:
 
 _LineLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_map,  # type: ignore[arg-type]
+    _construct_map,
 )
 _LineLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG,
-    _construct_seq,  # type: ignore[arg-type]
+    _construct_seq,
 )
 
 
@@ -207,7 +205,9 @@ class ConfigReader:
             raise self.error(key, "must be true or false")
         return value
 
-    def choice(self, key: str, choices: tuple[str, ...], default: Any = _MISSING) -> str:
+    def choice(
+        self, key: str, choices: tuple[str, ...], default: Any = _MISSING
+    ) -> str:
         """
         One of C{choices}.
         """
@@ -257,12 +257,10 @@ class ConfigReader:
             return value
         try:
             return _read_secret(value)
-        except SecretUnavailable as e:
+        except SecretUnavailableError as e:
             raise self.error(key, str(e)) from None
         except ValueError:
-            raise self.error(
-                key, "must be text, {env: NAME} or {file: PATH}"
-            ) from None
+            raise self.error(key, "must be text, {env: NAME} or {file: PATH}") from None
 
     def section(self, key: str, required: bool = False) -> ConfigReader:
         """

@@ -52,9 +52,7 @@ def dropin_path(packages: Iterable[str], folders: Iterable[str]) -> list[str]:
     for package in packages:
         folder = _package_dropins(package)
         if folder is None:
-            _log.warn(
-                "Plugin package {package} has no dropins folder", package=package
-            )
+            _log.warn("Plugin package {package} has no dropins folder", package=package)
             continue
         path.append(folder)
 

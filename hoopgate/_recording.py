@@ -45,7 +45,11 @@ def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
         reason = verdict.reason
         return {
             "verdict": "deny",
-            "reason": {"code": reason.code, "detail": reason.detail, "rule": reason.rule},
+            "reason": {
+                "code": reason.code,
+                "detail": reason.detail,
+                "rule": reason.rule,
+            },
         }
     if isinstance(verdict, Hold):
         return {"verdict": "hold", "hold_reason": verdict.reason}
@@ -68,7 +72,7 @@ def event_fields(event: Event) -> dict[str, Any]:
     return fields
 
 
-class RecordingFailed(Exception):
+class RecordingFailedError(Exception):
     """
     A recording line could not be written.
     """

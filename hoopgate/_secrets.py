@@ -15,7 +15,7 @@ from pathlib import Path
 from attrs import field, frozen
 
 
-class SecretUnavailable(Exception):
+class SecretUnavailableError(Exception):
     """
     A secret's source could not be read.
     """
@@ -49,11 +49,11 @@ def secret_from_env(name: str) -> Secret:
     Read a secret from environment variable C{name}.
 
     Raises:
-        SecretUnavailable: The variable is not set.
+        SecretUnavailableError: The variable is not set.
     """
     value = os.environ.get(name)
     if value is None:
-        raise SecretUnavailable(f"environment variable {name} is not set")
+        raise SecretUnavailableError(f"environment variable {name} is not set")
 
     return Secret(f"env:{name}", value=value)
 
@@ -63,12 +63,12 @@ def secret_from_file(path: str) -> Secret:
     Read a secret from a file, without its trailing newline.
 
     Raises:
-        SecretUnavailable: The file cannot be read.
+        SecretUnavailableError: The file cannot be read.
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise SecretUnavailable(f"cannot read {path}: {e.strerror}") from None
+        raise SecretUnavailableError(f"cannot read {path}: {e.strerror}") from None
 
     return Secret(f"file:{path}", value=text.rstrip("\r\n"))
 

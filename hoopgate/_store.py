@@ -63,7 +63,8 @@ class MemoryStore:
 
     def keys(self, prefix: str) -> Deferred[list[str]]:
         found = [
-            k for k in list(self._values)
+            k
+            for k in list(self._values)
             if k.startswith(prefix) and self._alive(k) is not None
         ]
         return succeed(sorted(found))

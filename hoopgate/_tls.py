@@ -61,7 +61,7 @@ def client_tls_options(mode: str, hostname: str, ca_file: str | None) -> Any:
     if mode == "verify-full":
         if ca_file is None:
             raise ValueError("verify-full needs a CA file")
-        authority = ssl.Certificate.loadPEM(Path(ca_file).read_text())
+        authority = ssl.Certificate.loadPEM(Path(ca_file).read_bytes())
         return ssl.optionsForClientTLS(hostname, trustRoot=authority)
 
     return _LeanOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)

@@ -28,7 +28,8 @@ def _admin_url(config: Config) -> str:
     )
     port = config.gateway.admin_listen.split(":")[1]
     host = parts.get("interface", "127.0.0.1")
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only to reach it locally
+    # A wildcard listener is reached on loopback.
+    if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     return f"http://{host}:{port}"
 
@@ -83,16 +84,28 @@ def _sessions_show(config: Config, args: argparse.Namespace) -> int:
 def _describe(line: dict[str, Any]) -> str:
     event = line.get("event", "?")
     verdict = line.get("verdict", "")
-    detail = {
-        "session.opened": lambda: f"{line['identity']['subject']} -> {line['target']} "
-        f"as {line['upstream_user']}",
-        "session.refused": lambda: f"{line['reason']}: {line['detail']}",
-        "statement": lambda: line["text"],
-        "statement.completed": lambda: f"{line['status']} {line['command_tag']} "
-        f"rows={line['rows']} {line['error_code']}".rstrip(),
-        "session.closed": lambda: line["reason"],
-    }.get(event, lambda: "")
-    return f"{line.get('seq', ''):>5} {event:<20} {verdict:<6} {detail()}"
+    detail = _detail(event, line)
+    return f"{line.get('seq', ''):>5} {event:<20} {verdict:<6} {detail}"
+
+
+def _detail(event: str, line: dict[str, Any]) -> str:
+    if event == "session.opened":
+        return (
+            f"{line['identity']['subject']} -> {line['target']} "
+            f"as {line['upstream_user']}"
+        )
+    if event == "session.refused":
+        return f"{line['reason']}: {line['detail']}"
+    if event == "statement":
+        return str(line["text"])
+    if event == "statement.completed":
+        return (
+            f"{line['status']} {line['command_tag']} "
+            f"rows={line['rows']} {line['error_code']}"
+        ).rstrip()
+    if event == "session.closed":
+        return str(line["reason"])
+    return ""
 
 
 def _reload(config: Config, args: argparse.Namespace) -> int:

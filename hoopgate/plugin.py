@@ -79,7 +79,7 @@ class ProtocolPluginDeclaration:
         plugin = getattr(module, self.attribute)
         if not IProtocolPlugin.providedBy(plugin):
             raise TypeError(f"{self.module}.{self.attribute} is not a protocol plugin")
-        return plugin  # type: ignore[no-any-return]
+        return plugin
 
 
 __all__ = [

@@ -6,7 +6,7 @@ test-case-name: tests.unit.test_tap
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -20,11 +20,13 @@ from hoopgate._service import GatewayService
 def _plugin_lines() -> str:
     try:
         found = discover()
-    except Exception as e:  # noqa: BLE001 - help output must never crash
+    except Exception as e:  # help output must never crash
         return f"  (plugin discovery failed: {e})"
     if not found:
         return "  (none found)"
-    return "\n".join(f"  {name:<10} {found[name].description}" for name in sorted(found))
+    return "\n".join(
+        f"  {name:<10} {found[name].description}" for name in sorted(found)
+    )
 
 
 class Options(usage.Options):
@@ -34,7 +36,7 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = "Run the hoopgate access gateway."
-    optParameters = [
+    optParameters: ClassVar[list[list[str]]] = [
         ["config", "c", "etc/hoopgate.yaml", "The configuration file."],
     ]
 
@@ -53,7 +55,8 @@ def makeService(options: Any) -> IService:
     """
     Build the gateway service from validated options.
     """
-    from twisted.internet import reactor
+    # Imported here: importing the reactor installs it, and twistd must
+    # install the one its options ask for first.
+    from twisted.internet import reactor  # noqa: PLC0415
 
     return GatewayService(reactor, options["config"], options["loaded"])
-
