@@ -23,9 +23,15 @@ class _LeanOptions(ssl.CertificateOptions):
     thousands of idle TLS sessions stay small.
     """
 
+    _lean = False
+
     def getContext(self) -> SSL.Context:
+        # The context is built once and cached; OpenSSL refuses changes
+        # once a connection has used it, so set the mode the first time.
         context = super().getContext()
-        context.set_mode(_RELEASE_BUFFERS)
+        if not self._lean:
+            context.set_mode(_RELEASE_BUFFERS)
+            self._lean = True
         return context
 
 
