@@ -35,9 +35,16 @@ class _LeanOptions(ssl.CertificateOptions):
         return context
 
 
-def server_tls_options(files: TLSFiles) -> ssl.CertificateOptions:
+def server_tls_options(
+    files: TLSFiles, protocols: tuple[bytes, ...] = ()
+) -> ssl.CertificateOptions:
     """
     Options for the gateway's side of a client's TLS connection.
+
+    Args:
+        files: The certificate and key.
+        protocols: ALPN protocol names to accept (libpq 17 and later
+            offer C{postgresql}); empty for none.
 
     Raises:
         ValueError: The certificate or key cannot be read.
@@ -53,6 +60,7 @@ def server_tls_options(files: TLSFiles) -> ssl.CertificateOptions:
         privateKey=certificate.privateKey.original,
         certificate=certificate.original,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        acceptableProtocols=list(protocols) or None,
     )
 
 
