@@ -240,7 +240,9 @@ class Chain:
 
         def settle(verdict: Verdict) -> Verdict | Deferred[Any]:
             if isinstance(verdict, Hold):
-                return verdict.decision.addCallback(settle)
+                # A later hold: the pause that made it tells the observers
+                # its outcome; telling them here too would record it twice.
+                return verdict.decision
             self._observe(original, verdict, context)
             return verdict
 
