@@ -299,6 +299,8 @@ def _check_access(
                 raise reader.error(
                     "policy", f"access rule {rule.name!r} names unknown target {name!r}"
                 )
+            if rule.effect == "deny":
+                continue
             if rule.credential not in targets[name].credentials:
                 raise reader.error(
                     "policy",

@@ -242,7 +242,7 @@ class ConfigReader:
         value = self.raw(key, default)
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not all(
+        if not isinstance(value, list | tuple) or not all(
             isinstance(v, str) and v for v in value
         ):
             raise self.error(key, "must be a list of non-empty texts")
