@@ -1,0 +1,62 @@
+"""
+The PostgreSQL plugin object: its configuration keys and its listener.
+
+test-case-name: tests.unit.postgres.test_plugin
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from zope.interface import implementer
+
+from hoopgate.plugin import (
+    ConfigReader,
+    IGateway,
+    IProtocolPlugin,
+    ListenerConfig,
+    server_tls_options,
+)
+from hoopgate_plugins.postgres._adapter import ClientFactory
+from hoopgate_plugins.postgres._settings import ListenerSettings, TargetSettings
+
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+@implementer(IProtocolPlugin)
+class PostgresPlugin:
+    """
+    Relays PostgreSQL sessions.
+    """
+
+    name = "postgres"
+
+    def read_listener(self, reader: ConfigReader) -> ListenerSettings:
+        return ListenerSettings(
+            max_message=reader.integer(
+                "max_message", 1 << 30, low=1 << 16, high=1 << 30
+            ),
+        )
+
+    def read_target(self, reader: ConfigReader) -> TargetSettings:
+        allowed = reader.strings("allowed_options", ())
+        for name in allowed:
+            if not _SETTING_NAME.match(name):
+                raise reader.error("allowed_options", f"{name!r} is not a setting")
+
+        return TargetSettings(
+            database=reader.string("database"),
+            allowed_options=frozenset(n.lower() for n in allowed),
+            connect_timeout=reader.duration("connect_timeout", 10.0),
+        )
+
+    def make_factory(self, listener: ListenerConfig, gateway: IGateway) -> Any:
+        tls = (
+            server_tls_options(listener.tls, (b"postgresql",)) if listener.tls else None
+        )
+
+        return ClientFactory(gateway, listener, tls)
+
+
+plugin = PostgresPlugin()

@@ -1,0 +1,347 @@
+"""
+The target's leg of a PostgreSQL session: the gateway's own login.
+
+L{ServerConnection} connects to the target, asks for TLS as the target's
+C{tls.mode} says (never falling back from C{require} or C{verify-full}),
+logs in with the credential set policy chose (SCRAM-SHA-256, MD5,
+cleartext or trust), keeps the target's cancel key to itself, and then
+hands everything the target sends to the client leg.
+
+test-case-name: tests.integration.test_postgres_relay
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import protocol
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hoopgate.plugin import Session, SessionOpened, client_tls_options
+from hoopgate_plugins.postgres import _codec as pg
+from hoopgate_plugins.postgres import _errors
+from hoopgate_plugins.postgres._flow import PauseGate, hang_up, link, nodelay
+from hoopgate_plugins.postgres._scram import ScramClient, ScramError, md5_password
+from hoopgate_plugins.postgres._settings import target_settings
+
+if TYPE_CHECKING:
+    from hoopgate_plugins.postgres._adapter import ClientConnection
+
+B = pg.BackendType
+A = pg.AuthCode
+
+_SCRAM = "SCRAM-SHA-256"
+_LOGIN_FAILED = "the gateway could not log in to the target"
+
+
+@functools.lru_cache(maxsize=64)
+def _tls_options(mode: str, host: str, ca: str | None) -> Any:
+    return client_tls_options(mode, host, ca)
+
+
+class ServerConnection(protocol.Protocol):
+    """
+    The gateway's connection to a PostgreSQL target for one session.
+
+    Args:
+        session: The session it serves.
+        parameters: The start-up parameters to send.
+        client: The client leg.
+    """
+
+    _log = Logger()
+    transport: Any
+
+    def __init__(
+        self,
+        session: Session,
+        parameters: dict[str, str],
+        client: ClientConnection,
+    ) -> None:
+        self._session = session
+        self._parameters = parameters
+        self._client = client
+        self._reader = pg.BackendReader()
+        self._state = "connecting"
+        self._scram: ScramClient | None = None
+        self._greeting: list[bytes] = []
+        self._server_version = ""
+        self._tls = False
+        self.cancel_key: tuple[int, bytes] | None = None
+        self.gate: PauseGate | None = None
+
+    @classmethod
+    def connect(
+        cls,
+        reactor: Any,
+        session: Session,
+        parameters: dict[str, str],
+        client: ClientConnection,
+    ) -> ServerConnection:
+        """
+        Start connecting; failures are reported to the client leg.
+        """
+        target = session.target
+        leg = cls(session, parameters, client)
+        endpoint = HostnameEndpoint(
+            reactor,
+            target.host,
+            target.port,
+            timeout=target_settings(session).connect_timeout,
+        )
+
+        def unreachable(failure: Failure) -> None:
+            cls._log.error(
+                "Cannot reach PostgreSQL target {target} at {host}:{port}: {error}",
+                target=target.name,
+                host=target.host,
+                port=target.port,
+                error=failure.getErrorMessage(),
+            )
+            client.upstream_failed(
+                _errors.UNREACHABLE,
+                "the gateway could not reach the target",
+                "unreachable",
+            )
+
+        connectProtocol(endpoint, leg).addErrback(unreachable)
+        return leg
+
+    # -- connection ------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        nodelay(self.transport)
+        self.gate = PauseGate(self.transport)
+        if self._session.target.tls_mode == "disable":
+            self._send_startup()
+            return
+        self._state = "tls"
+        self.transport.write(pg.ssl_request())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state == "relay":
+            self._reader.feed(data)
+            self._relay()
+            return
+        if self._state == "tls":
+            self._on_tls_answer(data)
+            return
+        self._reader.feed(data)
+        try:
+            self._login()
+        except (pg.ProtocolViolation, ScramError, ValueError) as e:
+            self._login_failed(f"login exchange failed: {e}")
+
+    def _relay(self) -> None:
+        try:
+            self._client.from_server(self._reader)
+        except pg.ProtocolViolation as e:
+            self._log.error(
+                "Target of session {session_id} broke the protocol: {error}",
+                session_id=self._session.id,
+                error=e.message,
+            )
+            self._client.upstream_failed(
+                _errors.CONNECTION_FAILURE, "the target connection failed", e.message
+            )
+        except Exception:
+            self._log.failure(
+                "Relaying to session {session_id} failed", session_id=self._session.id
+            )
+            self._client.upstream_failed(
+                _errors.INTERNAL, "the gateway failed", "internal error"
+            )
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        state, self._state = self._state, "closed"
+        if state == "relay":
+            self._client.upstream_closed()
+        elif state != "closed":
+            self._client.upstream_failed(
+                _errors.CONNECTION_FAILURE, _LOGIN_FAILED, "target closed during login"
+            )
+
+    def write(self, data: bytes) -> None:
+        """
+        Send bytes to the target.
+        """
+        if self._state != "closed":
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """
+        Close the target connection (the client is gone).
+        """
+        state, self._state = self._state, "closed"
+        if state == "closed" or self.transport is None:
+            return
+        if state == "relay":
+            self.transport.write(pg.terminate())
+        hang_up(self.transport)
+
+    def link(self, client_gate: PauseGate) -> None:
+        """
+        Stop reading from the client while our write buffer is full.
+        """
+        link(self.transport, client_gate)
+
+    # -- TLS -------------------------------------------------------------
+
+    def _on_tls_answer(self, data: bytes) -> None:
+        target = self._session.target
+        answer, rest = data[:1], data[1:]
+        if rest:
+            self._login_failed("target sent data ahead of the TLS handshake")
+            return
+        if answer == b"S":
+            self.transport.startTLS(
+                _tls_options(target.tls_mode, target.host, target.tls_ca)
+            )
+            self._tls = True
+        elif answer != b"N" or target.tls_mode in ("require", "verify-full"):
+            self._login_failed(f"target refused TLS (answered {answer!r})")
+            return
+        self._send_startup()
+
+    def _send_startup(self) -> None:
+        self._state = "login"
+        self.transport.write(pg.startup_message(self._parameters))
+
+    # -- login -------------------------------------------------------------
+
+    def _login(self) -> None:
+        for frame in self._reader:
+            if frame.type == B.AUTHENTICATION:
+                self._on_authentication(pg.parse_authentication(frame.payload))
+            elif frame.type == B.ERROR_RESPONSE:
+                fields = pg.parse_fields(frame.payload, encoding="utf-8")
+                self._login_failed(
+                    f"target said {fields.get('C', '?')}: {fields.get('M', '')}"
+                )
+                return
+            elif frame.type == B.BACKEND_KEY_DATA:
+                key = pg.parse_backend_key_data(frame.payload)
+                self.cancel_key = (key.pid, key.secret)
+            elif frame.type == B.PARAMETER_STATUS:
+                self._on_parameter(frame)
+            elif frame.type == B.NOTICE_RESPONSE:
+                self._greeting.append(frame.raw)
+            elif frame.type == B.NEGOTIATE_PROTOCOL_VERSION:
+                continue
+            elif frame.type == B.READY_FOR_QUERY:
+                self._ready()
+                return
+            else:
+                self._login_failed(
+                    f"unexpected {pg.describe_type(frame.type)} during login"
+                )
+                return
+            if self._state != "login":
+                return
+
+    def _on_parameter(self, frame: pg.Frame) -> None:
+        status = pg.parse_parameter_status(frame.payload, "latin-1")
+        if status.name == "server_version":
+            self._server_version = status.value
+        self._client.parameter_changed(status.name, status.value)
+        self._greeting.append(frame.raw)
+
+    def _on_authentication(self, auth: pg.Authentication) -> None:
+        credential = self._session.credential
+        password = credential.password.reveal() if credential.password else None
+        code = auth.code
+        if code == A.OK:
+            self._client.upstream_authenticated()
+            return
+        if password is None:
+            self._login_failed(f"target asked for a password ({code.name}); none held")
+            return
+        if code == A.CLEARTEXT_PASSWORD:
+            if not self._tls:
+                self._log.warn(
+                    "Target {target} asked for a cleartext password without TLS",
+                    target=self._session.target.name,
+                )
+            self.transport.write(pg.password_message(password))
+        elif code == A.MD5_PASSWORD:
+            digest = md5_password(credential.user, password, auth.data)
+            self.transport.write(pg.password_message(digest))
+        elif code == A.SASL and _SCRAM in auth.mechanisms:
+            self._scram = ScramClient("", password)
+            first = self._scram.first_message()
+            self.transport.write(pg.sasl_initial_response(_SCRAM, first))
+        elif code == A.SASL_CONTINUE and self._scram is not None:
+            final = self._scram.handle_server_first(auth.data)
+            self.transport.write(pg.sasl_response(final))
+        elif code == A.SASL_FINAL and self._scram is not None:
+            self._scram.verify_server_final(auth.data)
+        else:
+            self._login_failed(f"unsupported authentication request {code.name}")
+
+    def _ready(self) -> None:
+        session = self._session
+        self._state = "relay"
+        session.observe(
+            SessionOpened(
+                session_id=session.id,
+                protocol="postgres",
+                identity=session.identity,
+                peer=session.peer,
+                target=session.target.name,
+                upstream_user=session.credential.user,
+                details=(
+                    ("server_version", self._server_version),
+                    ("upstream_tls", str(self._tls).lower()),
+                    ("database", target_settings(session).database),
+                ),
+            )
+        )
+        greeting, self._greeting = b"".join(self._greeting), []
+        self._client.upstream_ready(greeting)
+        if self._reader.buffered:
+            self._relay()
+
+    def _login_failed(self, why: str) -> None:
+        if self._state == "closed":
+            return
+        self._log.error(
+            "Login to PostgreSQL target {target} as {user} failed: {why}",
+            target=self._session.target.name,
+            user=self._session.credential.user,
+            why=why,
+        )
+        self._state = "closed"
+        self.transport.loseConnection()
+        self._client.upstream_failed(_errors.REJECTED, _LOGIN_FAILED, why)
+
+
+class _Cancel(protocol.Protocol):
+    transport: Any
+
+    def __init__(self, packet: bytes) -> None:
+        self._packet = packet
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._packet)
+        self.transport.loseConnection()
+
+
+def send_cancel(reactor: Any, host: str, port: int, pid: int, secret: bytes) -> None:
+    """
+    Ask the target to cancel what backend C{pid} is running.
+    """
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=10)
+    connectProtocol(endpoint, _Cancel(pg.cancel_request(pid, secret))).addErrback(
+        lambda failure: ServerConnection._log.warn(
+            "Cannot send a cancel to {host}:{port}: {error}",
+            host=host,
+            port=port,
+            error=failure.getErrorMessage(),
+        )
+    )
+
+
+__all__ = ["ServerConnection", "send_cancel"]
