@@ -149,6 +149,35 @@ class Parameter:
     binary: bool = False
 
 
+@frozen
+class StatementPart:
+    """
+    One statement of what a client sent, as the protocol plugin's SQL
+    classifier understood it.  Policy judges these, never raw text.
+
+    Attributes:
+        text: The statement's own text.
+        command: Its leading command word in upper case (C{SELECT},
+            C{DROP}); C{""} if it could not be read.
+        effect: C{read}, C{write}, C{ddl}, C{privilege}, C{transaction},
+            C{session} or C{unknown} (dynamic SQL, unknown functions,
+            text the classifier could not be sure of).
+        reads: Relations read, schema-qualified (C{public.customers}).
+        writes: Relations written, schema-qualified.
+        shapes: Risky shapes found (C{delete_without_where},
+            C{truncate}, C{drop}, C{writing_cte}, ...).
+        problem: Why the classifier could not be sure, if it could not.
+    """
+
+    text: str
+    command: str
+    effect: str
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    shapes: tuple[str, ...] = ()
+    problem: str = ""
+
+
 @frozen(kw_only=True)
 class StatementReceived(Event):
     """
@@ -164,6 +193,9 @@ class StatementReceived(Event):
         text: The statement text as sent.
         path: C{simple} or C{extended}.
         statement_name: The prepared-statement name (extended path).
+        parts: The statements C{text} holds, classified; empty when the
+            plugin has no classifier (policy then treats the text as
+            one statement of effect C{unknown}).
     """
 
     name: ClassVar[str] = "statement"
@@ -172,6 +204,7 @@ class StatementReceived(Event):
     text: str
     path: str = "simple"
     statement_name: str = ""
+    parts: tuple[StatementPart, ...] = ()
 
 
 @frozen(kw_only=True)

@@ -31,6 +31,7 @@ from hoopgate._events import (
     SessionRequested,
     StatementBound,
     StatementCompleted,
+    StatementPart,
     StatementReceived,
 )
 from hoopgate._gateway import refuse_now
@@ -115,6 +116,7 @@ __all__ = [
     "SessionRequested",
     "StatementBound",
     "StatementCompleted",
+    "StatementPart",
     "StatementReceived",
     "TLSFiles",
     "TargetConfig",
