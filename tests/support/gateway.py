@@ -596,6 +596,7 @@ def start_gateway(
     *,
     ci_targets: Sequence[str] = ("*",),
     edit: Callable[[str], str] | None = None,
+    ports: Ports | None = None,
     timeout: float = START_TIMEOUT,
 ) -> RunningGateway:
     """
@@ -608,6 +609,7 @@ def start_gateway(
         ci_targets: The targets C{ci-runner} may reach.
         edit: Changes the configuration text before it is written (to
             test the harness itself with a broken one).
+        ports: Where to listen; free loopback ports by default.
         timeout: Seconds to wait for the gateway to answer.
 
     Raises:
@@ -618,8 +620,9 @@ def start_gateway(
     if not os.access(twistd, os.X_OK):
         raise GatewayStartError(f"{twistd} is missing: run make setup")
 
-    admin, pg, plain = free_ports(3)
-    ports = Ports(admin=admin, pg=pg, plain=plain)
+    if ports is None:
+        admin, pg, plain = free_ports(3)
+        ports = Ports(admin=admin, pg=pg, plain=plain)
     recordings = directory / "recordings"
     recordings.mkdir(parents=True, exist_ok=True)
     text = render_config(servers, ports, recordings, ci_targets)
