@@ -10,6 +10,7 @@ test-case-name: tests.unit.test_config
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -231,8 +232,24 @@ def _read_listener(
         cleartext_without_tls=reader.boolean("cleartext_without_tls", False),
         settings=plugin.read_listener(reader),
     )
+    if listener.cleartext_without_tls and not _is_loopback(listener.listen):
+        raise reader.error(
+            "cleartext_without_tls",
+            "is allowed only on a listener bound to a loopback interface "
+            "(tcp:PORT:interface=127.0.0.1)",
+        )
     reader.done()
     return listener
+
+
+def _is_loopback(endpoint: str) -> bool:
+    """
+    Whether a Twisted server endpoint string listens on loopback only.
+    """
+    parts = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", endpoint)]
+    options = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
+    interface = options.get("interface", "")
+    return interface == "::1" or interface.startswith("127.")
 
 
 def _read_credential(reader: ConfigReader) -> Credential:

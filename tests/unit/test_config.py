@@ -288,6 +288,36 @@ class ErrorTests(SynchronousTestCase):
             "must be between 1 and 65535"
         )
 
+    def test_cleartext_off_loopback(self) -> None:
+        """
+        Tokens without TLS are refused on a listener that is not bound to
+        a loopback address.
+        """
+        for listen in ("tcp:15432", "tcp:15432:interface=0.0.0.0"):
+            text = edit(
+                "    listen: tcp:15432:interface=127.0.0.1\n",
+                f"    listen: {listen}\n",
+            )
+
+            assert refusal(text) == (
+                "listeners[0].cleartext_without_tls "
+                f"(line {line(text, 'cleartext_without_tls')}): is allowed only "
+                "on a listener bound to a loopback interface "
+                "(tcp:PORT:interface=127.0.0.1)"
+            )
+
+    def test_cleartext_on_ipv6_loopback(self) -> None:
+        """
+        The IPv6 loopback address, escaped as endpoint strings need, counts
+        as loopback.
+        """
+        text = edit(
+            "    listen: tcp:15432:interface=127.0.0.1\n",
+            "    listen: 'tcp:15432:interface=\\:\\:1'\n",
+        )
+
+        assert parse(text).listeners[0].cleartext_without_tls is True
+
     def test_missing_key(self) -> None:
         """
         A missing required key is reported at the mapping that lacks it.
