@@ -18,6 +18,7 @@ test-case-name: tests.integration.test_postgres_relay
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -99,6 +100,18 @@ def _parameter(value: bytes | None, binary: bool, encoding: str) -> Parameter:
     return Parameter(_text(value, encoding), False)
 
 
+_PASSWORD = re.compile(r"password", re.IGNORECASE)
+_REDACTED = Parameter("[redacted]")
+
+
+def _sets_password(text: str) -> bool:
+    """
+    Whether a statement may carry a password in its parameters
+    (C{ALTER ROLE app PASSWORD $1}); those are never recorded.
+    """
+    return _PASSWORD.search(text) is not None
+
+
 def _columns(description: pg.RowDescription) -> tuple[Column, ...]:
     return tuple(
         Column(
@@ -143,7 +156,8 @@ class ClientConnection(protocol.Protocol):
         self.server: ServerConnection | None = None
         self._gate: PauseGate | None = None
         self._tracker = ResponseTracker()
-        self._statements: dict[str, str] = {}
+        self._statements: dict[str, tuple[str, bool]] = {}
+        self._refused: dict[str, bytes] = {}
         self._portals: dict[str, str] = {}
         self._encoding = "utf-8"
         self._status = pg.TransactionStatus.IDLE
@@ -322,9 +336,9 @@ class ClientConnection(protocol.Protocol):
             tls=self._tls,
         )
         opened: Deferred[Session] = self._gateway.open_session(request, self)
-        opened.addCallbacks(self._admitted, self._refused)
+        opened.addCallbacks(self._admitted, self._session_refused)
 
-    def _refused(self, failure: Failure) -> None:
+    def _session_refused(self, failure: Failure) -> None:
         error = failure.value
         if isinstance(error, SessionRefusedError):
             reason = error.reason
@@ -572,10 +586,12 @@ class ClientConnection(protocol.Protocol):
             assert self.session is not None
             error = _errors.denied(verdict.reason, self.session.id, self._encoding)
             self._statements.pop(name, None)
+            self._refused[name] = error
             self._tracker.denied(event.statement_id, self._now(), error)
             out.append(pg.parse(name, _REFUSED_SQL, (), encoding=self._encoding))
             return
-        self._statements[name] = event.statement_id
+        self._refused.pop(name, None)
+        self._statements[name] = (event.statement_id, _sets_password(event.text))
         out.append(frame.raw)
 
     def _on_bind(self, frame: pg.Frame, out: list[bytes]) -> None:
@@ -585,12 +601,21 @@ class ClientConnection(protocol.Protocol):
             self._encoding, "replace"
         )
         portal = message.portal.encode("latin-1").decode(self._encoding, "replace")
-        statement_id = self._statements.get(statement)
-        if statement_id is None:
-            statement_id = self.session.next_id()
+        refused = self._refused.get(statement)
+        if refused is not None:
+            self._bind_refused(statement, portal, refused, out)
+            return
+        known = self._statements.get(statement)
+        if known is None:
+            self._violation(f"Bind of statement {statement!r} the gateway never saw")
+            return
+
+        statement_id, secret = known
         self._portals[portal] = statement_id
         parameters = tuple(
-            _parameter(v, message.param_format(i) == 1, self._encoding)
+            _REDACTED
+            if secret
+            else _parameter(v, message.param_format(i) == 1, self._encoding)
             for i, v in enumerate(message.params)
         )
         self.session.observe(
@@ -604,10 +629,25 @@ class ClientConnection(protocol.Protocol):
         )
         out.append(frame.raw)
 
+    def _bind_refused(
+        self, statement: str, portal: str, error: bytes, out: list[bytes]
+    ) -> None:
+        """
+        A Bind of a refused statement: the server must fail it too, so it
+        gets a Parse it rejects (skipped if the batch already failed).
+        """
+        assert self.session is not None
+        self._portals[portal] = ""
+        self._tracker.denied(self.session.next_id(), self._now(), error)
+        out.append(pg.parse(statement, _REFUSED_SQL, (), encoding=self._encoding))
+
     def _on_execute(self, frame: pg.Frame, out: list[bytes]) -> None:
         message = pg.parse_execute(frame.payload, "latin-1")
         portal = message.portal.encode("latin-1").decode(self._encoding, "replace")
-        statement_id = self._portals.get(portal, "")
+        statement_id = self._portals.get(portal)
+        if statement_id is None:
+            self._violation(f"Execute of portal {portal!r} the gateway never saw")
+            return
         self._tracker.execute(statement_id, self._now())
         out.append(frame.raw)
 
@@ -616,6 +656,7 @@ class ClientConnection(protocol.Protocol):
         name = message.name.encode("latin-1").decode(self._encoding, "replace")
         if message.kind == "S":
             self._statements.pop(name, None)
+            self._refused.pop(name, None)
         else:
             self._portals.pop(name, None)
         out.append(frame.raw)
