@@ -553,7 +553,7 @@ JWT = Detector("jwt", _JWT, is_jwt, hints=("eyJ",), min_length=10)
 API_KEY = Detector(
     "api_key",
     _API_KEY,
-    hints=("AKIA", "ASIA", "gh", "sk_live_", "xox", "glpat-"),
+    hints=("AKIA", "ASIA", "gh", "github_pat_", "sk_live_", "xox", "glpat-"),
     min_length=15,
 )
 PRIVATE_KEY = Detector(
