@@ -31,6 +31,10 @@ Decisions worth knowing:
     integers, ids and amounts are never taken for phone numbers.
   - US social security numbers need the dashed C{AAA-GG-SSSS} form; a
     bare run of nine digits is any integer.
+  - Card numbers are 13 to 19 digits, contiguous or in groups of 3 to 6
+    joined by single spaces or dashes, passing the Luhn check.  One
+    integer of that length in ten passes it, so a caller scanning a
+    numeric column must be ready to re-describe it as text (or null it).
 
 test-case-name: tests.unit.test_masking
 """
