@@ -1944,7 +1944,7 @@ def parse_negotiate_protocol_version(
         ProtocolViolation: The payload is malformed.
     """
     cursor = _Cursor(payload, "NegotiateProtocolVersion")
-    newest_minor = cursor.int32()
+    newest_minor = cursor.int32() & 0xFFFF
 
     count = cursor.int32()
     if count < 0:
@@ -2775,12 +2775,16 @@ def negotiate_protocol_version(
     """
     Build a NegotiateProtocolVersion ('v').
 
+    The protocol documents the first field as the newest minor version,
+    but servers send, and libpq 18 insists on, the whole version number
+    (major << 16 | minor), which for 3.0 is not 0.
+
     Args:
         newest_minor: The newest minor version the gateway supports.
         unsupported_options: The `_pq_.` options it does not support.
     """
     body = [
-        _int32(newest_minor),
+        _int32((PROTOCOL_MAJOR << 16) | newest_minor),
         _int32(len(unsupported_options)),
         *(_cstring(name, "utf-8") for name in unsupported_options),
     ]
