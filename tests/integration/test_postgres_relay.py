@@ -25,6 +25,7 @@ import pytest
 from psycopg import pq
 
 from tests.support.gateway import RunningGateway, lines_of
+from tests.support.pgwire import WireClient, extended, frontend, query, startup_message
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -412,6 +413,53 @@ class TestCopy:
         assert again == (2,)
         assert (
             direct_count(direct, "select count(*) from t_copy where v = 'bc01'") == 1000
+        )
+
+    @pytest.mark.usefixtures("empty_t_copy")
+    def test_bc01_one_ready_for_query(
+        self, gateway: RunningGateway, servers: dict[str, str], direct: Conn
+    ) -> None:
+        """
+        BC01 on a raw socket: the Sync sent before the CopyData, and the
+        one after CopyDone, get exactly the messages PostgreSQL sends
+        directly (one CommandComplete COPY 1000, one ReadyForQuery); a
+        query right after gets its own answer and nothing stale.
+        """
+        rows = b"".join(frontend(b"d", b"%d\traw\n" % i) for i in range(1000))
+        copy_end = frontend(b"c") + frontend(b"S")
+
+        def exchange(raw: WireClient, table: str) -> list[Any]:
+            raw.send(extended(f"COPY {table} FROM STDIN"))
+            head = raw.read_until("G", "E")
+            raw.send(rows + copy_end)
+            tail = raw.read_until("Z", "E")
+            raw.send(query("select 1"))
+            after = raw.read_until("Z", "E")
+            return [
+                [m.type for m in head],
+                [(m.type, m.payload) for m in tail],
+                [m.type for m in after],
+            ]
+
+        # Ground truth: trusty (trust, no password) into a temporary table.
+        with WireClient(int(servers["PG_PORT"])) as raw:
+            raw.send(startup_message({"user": "trusty", "database": "appdb"}))
+            assert raw.read_until("Z", "E")[-1].type == "Z"
+            raw.send(query("create temp table tt (id int, v text)"))
+            assert raw.read_until("Z", "E")[-1].type == "Z"
+            want = exchange(raw, "tt")
+        with WireClient(gateway.pg_port) as raw:
+            assert raw.login(gateway.token())[-1].type == "Z"
+            got = exchange(raw, "t_copy")
+
+        assert want == [
+            ["1", "2", "n", "G"],
+            [("C", b"COPY 1000\x00"), ("Z", b"I")],
+            ["T", "D", "C", "Z"],
+        ]
+        assert got == want
+        assert (
+            direct_count(direct, "select count(*) from t_copy where v = 'raw'") == 1000
         )
 
     @pytest.mark.usefixtures("empty_t_copy")

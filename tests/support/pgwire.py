@@ -24,6 +24,9 @@ __all__ = [
     "Message",
     "WireClient",
     "error_fields",
+    "extended",
+    "frontend",
+    "query",
 ]
 
 SSL_REQUEST_CODE = 80877103
@@ -112,6 +115,36 @@ def password_message(password: str) -> bytes:
     """
     body = password.encode() + b"\x00"
     return b"p" + struct.pack("!i", len(body) + 4) + body
+
+
+def frontend(type_byte: bytes, body: bytes = b"") -> bytes:
+    """
+    A frontend message: type byte, length, body.
+    """
+    return type_byte + struct.pack("!i", len(body) + 4) + body
+
+
+def query(sql: str) -> bytes:
+    """
+    A simple Query.
+    """
+    return frontend(b"Q", sql.encode() + b"\x00")
+
+
+def extended(sql: str) -> bytes:
+    """
+    What libpq sends for C{PQsendQueryParams} without parameters: Parse,
+    Bind, Describe (portal), Execute and Sync, all unnamed.
+    """
+    return b"".join(
+        [
+            frontend(b"P", b"\x00" + sql.encode() + b"\x00" + struct.pack("!h", 0)),
+            frontend(b"B", b"\x00\x00" + struct.pack("!hhh", 0, 0, 0)),
+            frontend(b"D", b"P\x00"),
+            frontend(b"E", b"\x00" + struct.pack("!i", 0)),
+            frontend(b"S"),
+        ]
+    )
 
 
 class WireClient:
