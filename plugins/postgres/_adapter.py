@@ -226,7 +226,7 @@ class ClientConnection(protocol.Protocol):
     def _close(self, reason: str) -> None:
         self._state = "closed"
         self._close_reason = reason
-        hang_up(self.transport)
+        hang_up(self.transport, self._gateway.reactor)
         if self.server is not None:
             self.server.close()
 

@@ -74,12 +74,20 @@ def link(consumer: Any, producer_gate: PauseGate) -> None:
     consumer.registerProducer(_Backpressure(producer_gate), True)
 
 
-def hang_up(transport: Any) -> None:
+def hang_up(transport: Any, clock: Any, grace: float = 2.0) -> None:
     """
     Close a transport after what was written to it.
 
     A TLS transport waits for its producer to be unregistered before it
-    shuts down, so the producer goes first.
+    shuts down, so the producer goes first; it then waits for the peer's
+    own close_notify, which an idle peer may never send, so the
+    connection is aborted if it is still open after C{grace} seconds.
     """
     transport.unregisterProducer()
     transport.loseConnection()
+
+    def abort() -> None:
+        if getattr(transport, "connected", False):
+            transport.abortConnection()
+
+    clock.callLater(grace, abort)

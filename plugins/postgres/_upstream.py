@@ -60,7 +60,9 @@ class ServerConnection(protocol.Protocol):
         session: Session,
         parameters: dict[str, str],
         client: ClientConnection,
+        reactor: Any,
     ) -> None:
+        self._reactor = reactor
         self._session = session
         self._parameters = parameters
         self._client = client
@@ -85,7 +87,7 @@ class ServerConnection(protocol.Protocol):
         Start connecting; failures are reported to the client leg.
         """
         target = session.target
-        leg = cls(session, parameters, client)
+        leg = cls(session, parameters, client, reactor)
         endpoint = HostnameEndpoint(
             reactor,
             target.host,
@@ -180,7 +182,7 @@ class ServerConnection(protocol.Protocol):
             return
         if state == "relay":
             self.transport.write(pg.terminate())
-        hang_up(self.transport)
+        hang_up(self.transport, self._reactor)
 
     def link(self, client_gate: PauseGate) -> None:
         """
@@ -314,7 +316,7 @@ class ServerConnection(protocol.Protocol):
             why=why,
         )
         self._state = "closed"
-        self.transport.loseConnection()
+        hang_up(self.transport, self._reactor)
         self._client.upstream_failed(_errors.REJECTED, _LOGIN_FAILED, why)
 
 
