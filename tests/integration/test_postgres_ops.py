@@ -35,11 +35,27 @@ class TestMemory:
     A result far larger than the memory bound streams through.
     """
 
-    def test_million_rows_bounded_memory(self, gateway: RunningGateway) -> None:
+    @pytest.mark.parametrize(
+        ("query", "pad"),
+        [
+            ("select g, md5(g::text) from generate_series(1, 1000000) g", 0),
+            (
+                "select g, md5(g::text), repeat(md5(g::text), 5)"
+                " from generate_series(1, 1000000) g",
+                5,
+            ),
+        ],
+        ids=["50MB", "210MB"],
+    )
+    def test_million_rows_bounded_memory(
+        self, gateway: RunningGateway, query: str, pad: int
+    ) -> None:
         """
-        One million rows (about 50 MB on the wire) stream to a psycopg
-        client that reads one row at a time; every row arrives intact,
-        and the gateway's RSS, sampled every 0.1 s, never grows by 64 MiB.
+        One million rows (about 50 MB on the wire; 210 MB with padding, so
+        that a gateway holding the result could not stay under the bound)
+        stream to a psycopg client that reads one row at a time; every row
+        arrives intact, and the gateway's RSS, sampled every 0.1 s, never
+        grows by 64 MiB.
         """
         samples: list[int] = []
         stop = threading.Event()
@@ -56,11 +72,12 @@ class TestMemory:
             sampler.start()
             try:
                 with conn.cursor() as cur:
-                    query = "select g, md5(g::text) from generate_series(1, 1000000) g"
-                    for g, digest in cur.stream(query):
+                    for g, digest, *padding in cur.stream(query):
                         count += 1
                         total += g
                         if digest != hashlib.md5(str(g).encode()).hexdigest():  # noqa: S324
+                            wrong += 1
+                        if padding != ([digest * pad] if pad else []):
                             wrong += 1
             finally:
                 stop.set()
