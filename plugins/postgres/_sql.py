@@ -123,6 +123,13 @@ DEFAULT_ALLOWED_FUNCTIONS: Final[frozenset[str]] = frozenset(
         "replace", "split_part", "strpos", "position", "reverse",
         "repeat", "format", "md5", "regexp_replace", "regexp_match",
         "regexp_matches", "starts_with", "quote_ident", "quote_literal",
+        "translate", "chr", "ascii", "encode", "decode", "sha256",
+        "array_to_string", "string_to_array",
+        # what the grammar writes for LIKE ... ESCAPE and SIMILAR TO
+        "like_escape", "similar_to_escape",
+        # full-text search
+        "to_tsvector", "to_tsquery", "plainto_tsquery", "phraseto_tsquery",
+        "websearch_to_tsquery", "ts_rank", "ts_headline",
         # numbers
         "abs", "round", "trunc", "floor", "ceil", "ceiling", "mod",
         "power", "sqrt", "exp", "ln", "log", "sign", "random",
@@ -141,7 +148,11 @@ DEFAULT_ALLOWED_FUNCTIONS: Final[frozenset[str]] = frozenset(
         "json_array_elements", "jsonb_array_elements",
         "json_array_length", "jsonb_array_length", "json_typeof",
         "jsonb_typeof", "jsonb_pretty", "json_each", "jsonb_each",
-        "jsonb_set",
+        "jsonb_set", "jsonb_strip_nulls", "json_object_keys",
+        "jsonb_object_keys", "json_extract_path", "json_extract_path_text",
+        "jsonb_extract_path", "jsonb_extract_path_text", "array_position",
+        "array_append", "array_remove", "array_cat", "width_bucket",
+        "date_bin", "justify_interval",
         # session information
         "version", "current_user", "current_database", "current_schema",
         "pg_backend_pid", "pg_typeof", "gen_random_uuid",
@@ -782,6 +793,17 @@ class _Walk:
             return self._paths.builtins_trusted and names[0] in allowed
         return False
 
+    def operator(self, name: object) -> None:
+        """
+        An operator, if a name is given.
+        """
+        names = _svals(name)
+        if names and not self.builtin(names, _OPERATORS):
+            self.unknown(
+                Shape.FUNCTION_CALL,
+                f"operator {'.'.join(names)} is not a built-in one",
+            )
+
     def function(self, fields: _Fields) -> None:
         """
         A function call.
@@ -868,13 +890,20 @@ def _function(walk: _Walk, fields: _Fields) -> None:
 
 def _operator(walk: _Walk, fields: _Fields) -> None:
     if fields.get("kind") not in _KEYWORD_EXPRESSIONS:
-        names = _svals(fields.get("name"))
-        if not walk.builtin(names, _OPERATORS):
-            walk.unknown(
-                Shape.FUNCTION_CALL,
-                f"operator {'.'.join(names)} is not a built-in one",
-            )
+        walk.operator(fields.get("name"))
     walk.children(fields, ("name",))
+
+
+def _sublink(walk: _Walk, fields: _Fields) -> None:
+    # x = ANY (SELECT ...) names its operator.
+    walk.operator(fields.get("operName"))
+    walk.children(fields, ("operName",))
+
+
+def _sort(walk: _Walk, fields: _Fields) -> None:
+    # ORDER BY x USING < names its operator.
+    walk.operator(fields.get("useOp"))
+    walk.children(fields, ("useOp",))
 
 
 def _cast(walk: _Walk, fields: _Fields) -> None:
@@ -1015,6 +1044,8 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "CurrentOfExpr": _column,
     "FuncCall": _function,
     "A_Expr": _operator,
+    "SubLink": _sublink,
+    "SortBy": _sort,
     "TypeCast": _cast,
     "RangeTableSample": _sample,
     "DoStmt": _do,
@@ -1048,6 +1079,7 @@ _TARGETS: Final[dict[str, tuple[str, ...]]] = {
     "ClusterStmt": ("relation",),
     "ReindexStmt": ("relation",),
     "VacuumRelation": ("relation",),
+    "PartitionCmd": ("name",),
     "CreateTrigStmt": ("relation",),
     "RuleStmt": ("relation",),
     "CreatePolicyStmt": ("table",),

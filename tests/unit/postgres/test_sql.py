@@ -404,6 +404,20 @@ BYPASSES = [
     bypass("custom-operator", "select 1 @#@ 2", UNKNOWN, CALL, NOTHING),
     bypass("domain-cast", "select 1::canary_domain", UNKNOWN, CALL, NOTHING),
     bypass(
+        "sort-operator",
+        "select 1 order by 1 using operator(public.<)",
+        UNKNOWN,
+        CALL,
+        NOTHING,
+    ),
+    bypass(
+        "sublink-operator",
+        "select 1 where 1 operator(public.=) any (select 1)",
+        UNKNOWN,
+        CALL,
+        NOTHING,
+    ),
+    bypass(
         "sampling",
         "select * from customers tablesample evil(10)",
         UNKNOWN,
@@ -427,6 +441,13 @@ BYPASSES = [
     bypass("drop-column", "alter table canary drop column id", DDL, DROP, C),
     bypass("comment", "comment on table canary is 'gone'", DDL, NONE, C),
     bypass("vacuum", "vacuum full canary", DDL, NONE, C),
+    bypass(
+        "attach-partition",
+        "alter table customers attach partition canary for values in (1)",
+        DDL,
+        NONE,
+        C | {CUSTOMERS},
+    ),
     bypass(
         "rule",
         "create rule r as on insert to customers do also delete from canary",
@@ -624,6 +645,18 @@ LOOK_ALIKES = [
         CUSTOMERS,
     ),
     look_alike("interval", "select now() - interval '1 day'"),
+    look_alike(
+        "similar-like",
+        "select * from customers where note similar to '%drop%'"
+        " or note like 'drop#_%' escape '#' order by id using >",
+        CUSTOMERS,
+    ),
+    look_alike(
+        "full-text",
+        "select * from customers where to_tsvector(note) @@ to_tsquery('drop')",
+        CUSTOMERS,
+    ),
+    look_alike("any-sublink", "select 1 where 1 = any (select id from canary)", CANARY),
     look_alike("grammar-functions", "select extract(year from now()), trim(' drop ')"),
     look_alike(
         "catalog",
