@@ -274,6 +274,13 @@ BYPASSES = [
         C,
     ),
     bypass(
+        "union-arm-cte",
+        "(with d as (delete from canary returning 1) select * from d) union select 1",
+        WRITE,
+        CTE_DELETE,
+        C,
+    ),
+    bypass(
         "cte-named-like-target",
         "with canary as (select 1) delete from canary",
         WRITE,
@@ -645,6 +652,17 @@ LOOK_ALIKES = [
         CUSTOMERS,
     ),
     look_alike("interval", "select now() - interval '1 day'"),
+    look_alike(
+        "everyday-expressions",
+        "select j->>'drop', j #>> '{a,b}', current_timestamp, 1 is true,"
+        " x is not distinct from y, interval '1 hour' * 2, cast(x as double"
+        " precision), '{}'::text[], inet '1.2.3.4' << inet '1.2.0.0/16',"
+        " row(1, 2), (x).a, (array[1, 2])[1], 'a'::character varying,"
+        " x::regclass::oid, array_agg(x order by y), count(distinct x)"
+        " filter (where y) from t where y = any($1::int[]) and z ilike $2"
+        " group by j, x, y",
+        "public.t",
+    ),
     look_alike(
         "similar-like",
         "select * from customers where note similar to '%drop%'"
