@@ -46,6 +46,7 @@ from hoopgate.plugin import (
     SessionRequested,
     StatementBound,
     StatementCompleted,
+    StatementPart,
     StatementReceived,
     Verdict,
 )
@@ -54,6 +55,7 @@ from hoopgate_plugins.postgres import _errors
 from hoopgate_plugins.postgres._flow import PauseGate, hang_up, link, nodelay
 from hoopgate_plugins.postgres._options import filter_options
 from hoopgate_plugins.postgres._settings import listener_settings, target_settings
+from hoopgate_plugins.postgres._sql import SessionState, classify
 from hoopgate_plugins.postgres._tracking import Outcome, ResponseTracker
 from hoopgate_plugins.postgres._upstream import ServerConnection, send_cancel
 
@@ -160,12 +162,16 @@ class ClientConnection(protocol.Protocol):
         self._refused: dict[str, bytes] = {}
         self._portals: dict[str, str] = {}
         self._encoding = "utf-8"
+        self._server_encoding_name = "UTF8"
+        self._standard_strings = True
+        self._sql_state = SessionState()
         self._status = pg.TransactionStatus.IDLE
         self._plan: RowTransformer | None = None
         self._held = False
         self._bytes_in = 0
         self._bytes_out = 0
         self._close_reason = "client"
+        self._terminated = False
 
     # -- connection ------------------------------------------------------
 
@@ -353,6 +359,7 @@ class ClientConnection(protocol.Protocol):
             return
         self.session = session
         self._state = "connecting"
+        self._sql_state = self._state_for_sql()
         settings = target_settings(session)
         options, dropped = filter_options(
             self._startup.get("options", ""), settings.allowed_options
@@ -425,7 +432,7 @@ class ClientConnection(protocol.Protocol):
         The target closed its connection.
         """
         if self._state != "closed":
-            self._close("upstream")
+            self._close("client" if self._terminated else "upstream")
 
     def parameter_changed(self, name: str, value: str) -> None:
         """
@@ -433,6 +440,29 @@ class ClientConnection(protocol.Protocol):
         """
         if name == "client_encoding":
             self._encoding = pg.python_encoding(value) or "latin-1"
+            self._server_encoding_name = value
+        elif name == "standard_conforming_strings":
+            self._standard_strings = value.lower() == "on"
+        else:
+            return
+        self._sql_state = self._state_for_sql()
+
+    def _state_for_sql(self) -> SessionState:
+        """
+        How the server reads this session's text, for the classifier.
+        """
+        user = self.session.credential.user if self.session else None
+        return SessionState(
+            user=user,
+            standard_conforming_strings=self._standard_strings,
+            client_encoding=self._server_encoding_name,
+        )
+
+    def _parts(self, text: str) -> tuple[StatementPart, ...]:
+        # FIXME(#4): a SET search_path or SET ROLE in an earlier query
+        # string is not carried into later ones; names are resolved
+        # against the default search path of the session's user.
+        return tuple(c.to_part() for c in classify(text, self._sql_state))
 
     # -- ISessionHandle ----------------------------------------------------
 
@@ -535,6 +565,7 @@ class ClientConnection(protocol.Protocol):
             statement_id=self.session.next_id(),
             text=text,
             path="simple",
+            parts=self._parts(text),
         )
         verdict = self._judge(event, frame, out)
         if verdict is not None:
@@ -569,6 +600,7 @@ class ClientConnection(protocol.Protocol):
             text=text,
             path="extended",
             statement_name=name,
+            parts=self._parts(text),
         )
         verdict = self._judge(event, frame, out)
         if verdict is not None:
@@ -672,7 +704,7 @@ class ClientConnection(protocol.Protocol):
 
     def _on_terminate(self, frame: pg.Frame, out: list[bytes]) -> None:
         out.append(frame.raw)
-        self._close_reason = "client"
+        self._terminated = True
 
     def _on_function_call(self, frame: pg.Frame, out: list[bytes]) -> None:
         assert self.session is not None

@@ -16,10 +16,12 @@ from hoopgate.plugin import (
     IGateway,
     IProtocolPlugin,
     ListenerConfig,
+    StatementPart,
     server_tls_options,
 )
 from hoopgate_plugins.postgres._adapter import ClientFactory
 from hoopgate_plugins.postgres._settings import ListenerSettings, TargetSettings
+from hoopgate_plugins.postgres._sql import classify
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -50,6 +52,13 @@ class PostgresPlugin:
             allowed_options=frozenset(n.lower() for n in allowed),
             connect_timeout=reader.duration("connect_timeout", 10.0),
         )
+
+    def classify(self, text: str) -> tuple[StatementPart, ...]:
+        """
+        Classify a query string as a session with default settings
+        would (for C{hoopgate policy test}).
+        """
+        return tuple(c.to_part() for c in classify(text))
 
     def make_factory(self, listener: ListenerConfig, gateway: IGateway) -> Any:
         tls = (
