@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start or stop the throwaway servers that integration tests and the demo run
-# against: PostgreSQL 15 (TLS, demo data, one role per authentication method)
-# and the test OIDC issuer. Everything listens on 127.0.0.1 only.
+# against: PostgreSQL 15 (TLS, demo data, one role per authentication method),
+# the test OIDC issuer and an OpenSSH sshd. Everything listens on 127.0.0.1 only.
 #
 #   tests/services.sh start   # prints the env file it wrote; source it with
 #                             #   set -a; . "$HG_RUN/env"; set +a
@@ -12,10 +12,13 @@
 #               fresh /tmp/hoopgate-it.XXXXXX. `start` refuses a non-empty one.
 #   PG_PORT     PostgreSQL port; default a free loopback port.
 #   OIDC_PORT   issuer port; default a free loopback port.
+#   SSH_PORT    OpenSSH sshd port; default a free loopback port.
+#   SSH_KEEPALIVE_PORT  a second sshd port whose sessions get ClientAliveInterval 1
+#               and ClientAliveCountMax 2; default a free loopback port.
 #   HG_PYTHON   Python with joserfc and twisted; default the project's .venv.
 #   HG_KEEP=1   `stop` leaves the run directory in place (logs for a post-mortem).
 #
-# Recipes follow /work/shared/TEST-SERVERS.md sections 3, 4 and 9. Must run as
+# Recipes follow /work/shared/TEST-SERVERS.md sections 3, 4, 8 and 9. Must run as
 # root (it uses runuser for PostgreSQL). Every wait is bounded; a server that
 # does not come up makes `start` fail with the tail of its log.
 set -euo pipefail
@@ -248,6 +251,71 @@ start_oidc() {
 
 stop_oidc() { stop_pid "$RUN/oidc.pid"; }
 
+# --- OpenSSH sshd -------------------------------------------------------------
+
+# A throwaway sshd as root on loopback: key login only (the client key the
+# gateway holds), SFTP built in, TCP forwarding on (the default). Sessions on
+# SSH_KEEPALIVE_PORT get ClientAliveInterval 1 / ClientAliveCountMax 2, so
+# tests see sshd's own keepalives toward the gateway.
+write_sshd_config() {
+  cat > "$1/sshd_config" <<EOF
+ListenAddress 127.0.0.1
+Port $SSH_PORT
+Port $SSH_KEEPALIVE_PORT
+HostKey $1/host_ed25519
+PidFile $1/sshd.pid
+AuthorizedKeysFile $1/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AcceptEnv LANG LC_* HG_TEST_*
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+Match LocalPort $SSH_KEEPALIVE_PORT
+  ClientAliveInterval 1
+  ClientAliveCountMax 2
+EOF
+}
+
+# A free port that none of the servers started before took.
+other_port() {
+  local p
+  p=$(free_port)
+  while [[ " $* " == *" $p "* ]]; do p=$(free_port); done
+  echo "$p"
+}
+
+start_ssh() {
+  local S=$RUN/ssh k
+  SSH_PORT=${SSH_PORT:-$(other_port "$PG_PORT" "$OIDC_PORT")}
+  SSH_KEEPALIVE_PORT=${SSH_KEEPALIVE_PORT:-$(other_port "$PG_PORT" "$OIDC_PORT" "$SSH_PORT")}
+  mkdir -p "$S"
+  mkdir -p -m 0755 /run/sshd   # sshd's privilege separation directory
+  for k in host client; do
+    ssh-keygen -q -t ed25519 -N '' -C "hoopgate-test-$k" -f "$S/${k}_ed25519"
+  done
+  cp "$S/client_ed25519.pub" "$S/authorized_keys"
+  write_sshd_config "$S"
+  if ! /usr/sbin/sshd -t -f "$S/sshd_config" > "$S/check.log" 2>&1; then
+    log "sshd rejected its configuration"; show_log "$S/check.log"; return 1
+  fi
+  # -D -e: foreground, log to stderr; sshd needs its absolute path to re-exec.
+  /usr/sbin/sshd -D -e -f "$S/sshd_config" < /dev/null > "$S/sshd.log" 2>&1 &
+  echo $! > "$RUN/ssh.pid"
+  # OpenSSH, asyncssh and paramiko read [host]:port entries.
+  for k in "$SSH_PORT" "$SSH_KEEPALIVE_PORT"; do
+    printf '[127.0.0.1]:%s %s\n' "$k" "$(cat "$S/host_ed25519.pub")"
+  done > "$S/known_hosts"
+  wait_ready "sshd" "$RUN/ssh.pid" "$S/sshd.log" tcp_open "$SSH_PORT"
+  wait_ready "sshd" "$RUN/ssh.pid" "$S/sshd.log" tcp_open "$SSH_KEEPALIVE_PORT"
+  SSH_HOST=127.0.0.1 SSH_USER=root SSH_CLIENT_KEY=$S/client_ed25519
+  SSH_HOST_KEY_PUB=$S/host_ed25519.pub SSH_KNOWN_HOSTS=$S/known_hosts
+}
+
+stop_ssh() { stop_pid "$RUN/ssh.pid"; }
+
 # --- env file ----------------------------------------------------------------
 
 # Shell assignments for `set -a; . $RUN/env`. It holds passwords: root-only.
@@ -258,7 +326,8 @@ write_env() {
     for name in HG_RUN PG_HOST PG_PORT PG_SOCKET_DIR PG_DATABASE \
         PG_SUPERUSER_PASSWORD APP_PASSWORD APP_RO_PASSWORD MD_PASSWORD \
         SSLONLY_PASSWORD OIDC_ISSUER OIDC_AUDIENCE OIDC_KEY_FILE \
-        TLS_CERT TLS_KEY; do
+        TLS_CERT TLS_KEY SSH_HOST SSH_PORT SSH_KEEPALIVE_PORT SSH_USER \
+        SSH_CLIENT_KEY SSH_HOST_KEY_PUB SSH_KNOWN_HOSTS; do
       printf '%s=%q\n' "$name" "${!name}"
     done > "$RUN/env.tmp"
   )
@@ -271,6 +340,7 @@ cmd_start() {
   [ "$(id -u)" = 0 ] || die "must run as root (PostgreSQL is started with runuser)"
   [ -x "$PGBIN/initdb" ] || die "PostgreSQL 15 is not installed (run: make setup)"
   [ -x "$PY" ] || die "no Python at $PY (run: make setup, or set HG_PYTHON)"
+  [ -x /usr/sbin/sshd ] || die "OpenSSH sshd is not installed (run: make setup)"
   make_run_dir
   export HG_RUN=$RUN
   # From here on, any failure (set -e) exits through on_start_exit, which
@@ -280,12 +350,14 @@ cmd_start() {
   make_tls_cert
   start_pg
   start_oidc
+  start_ssh
 
   HG_RUN=$RUN PG_HOST=127.0.0.1 PG_SOCKET_DIR=$RUN/pg PG_DATABASE=appdb
   TLS_CERT=$RUN/tls.crt TLS_KEY=$RUN/tls.key
   write_env
   STARTED=1
   echo "services.sh: PostgreSQL on 127.0.0.1:$PG_PORT, OIDC issuer $OIDC_ISSUER"
+  echo "services.sh: sshd on 127.0.0.1:$SSH_PORT (keepalive port $SSH_KEEPALIVE_PORT)"
   echo "services.sh: wrote $RUN/env  (set -a; . $RUN/env; set +a)"
 }
 
@@ -302,6 +374,7 @@ cmd_stop() {
   [ -n "$RUN" ] || die "HG_RUN is not set: which run directory should be stopped?"
   [ -d "$RUN" ] || { log "$RUN does not exist; nothing to stop"; return 0; }
   [ -f "$RUN/$MARKER" ] || die "$RUN was not made by tests/services.sh; not touching it"
+  stop_ssh
   stop_oidc
   stop_pg
   if [ "${HG_KEEP:-0}" = 1 ]; then

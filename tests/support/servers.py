@@ -20,7 +20,13 @@ from typing import Any
 
 import pytest
 
-__all__ = ["SERVER_VARS", "pg_connect_args", "require_env", "servers_required"]
+__all__ = [
+    "SERVER_VARS",
+    "SSH_SERVER_VARS",
+    "pg_connect_args",
+    "require_env",
+    "servers_required",
+]
 
 # Written by tests/services.sh into $HG_RUN/env:
 SERVER_VARS: tuple[str, ...] = (
@@ -39,6 +45,18 @@ SERVER_VARS: tuple[str, ...] = (
     "OIDC_KEY_FILE",  # the issuer's private JWK (kid test-rs256), for forging
     "TLS_CERT",  # self-signed, SAN localhost and 127.0.0.1; its own CA
     "TLS_KEY",
+)
+
+# The OpenSSH target, also written by tests/services.sh (root logs in with the
+# client key only; the gateway holds that key). Fixture: tests.support.ssh.
+SSH_SERVER_VARS: tuple[str, ...] = (
+    "SSH_HOST",  # 127.0.0.1
+    "SSH_PORT",
+    "SSH_KEEPALIVE_PORT",  # same sshd; ClientAliveInterval 1, ClientAliveCountMax 2
+    "SSH_USER",  # root
+    "SSH_CLIENT_KEY",  # the private key authorized on the target (ed25519)
+    "SSH_HOST_KEY_PUB",  # the target's host public key
+    "SSH_KNOWN_HOSTS",  # [127.0.0.1]:PORT entries for both ports
 )
 
 
