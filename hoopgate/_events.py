@@ -231,16 +231,28 @@ class Column:
     One column of a result, as far as the protocol describes it.
 
     Attributes:
-        name: The column label.
-        type_name: The protocol's type name or id, as text.
-        table: A protocol reference to the source table, if known.
+        name: The column label (an alias, if the statement gave one).
+        type_name: The protocol's type name (C{text}, C{int4}), or its
+            type id as text when the plugin does not know the name.
+        table: The source relation, schema-qualified as statement parts
+            name relations (C{public.customers}), when the column is a
+            plain column of a table; C{""} for expressions.
         position: The column's number in that table, if known.
+        column: The source column's own name in C{table}, if known.
+        textual: Whether the values arrive as text that detectors can
+            read (text format, or a text type in binary format).
+        masked: Set by masking in the event it rewrites: the plugin
+            re-describes the column as text, since masked values are
+            no longer of the original type.
     """
 
     name: str
     type_name: str = ""
     table: str = ""
     position: int = 0
+    column: str = ""
+    textual: bool = True
+    masked: bool = False
 
 
 @frozen(kw_only=True)
