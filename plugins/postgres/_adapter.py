@@ -42,6 +42,7 @@ from hoopgate.plugin import (
     Rewrite,
     RowTransformer,
     Session,
+    SessionOpened,
     SessionRefusedError,
     SessionRequested,
     StatementBound,
@@ -57,7 +58,7 @@ from hoopgate_plugins.postgres._options import filter_options
 from hoopgate_plugins.postgres._settings import listener_settings, target_settings
 from hoopgate_plugins.postgres._sql import SessionState, classify
 from hoopgate_plugins.postgres._tracking import Outcome, ResponseTracker
-from hoopgate_plugins.postgres._upstream import ServerConnection, send_cancel
+from hoopgate_plugins.postgres._upstream import Details, ServerConnection, send_cancel
 
 F = pg.FrontendType
 B = pg.BackendType
@@ -375,9 +376,11 @@ class ClientConnection(protocol.Protocol):
             )
         self.server = ServerConnection.connect(
             self._gateway.reactor,
-            session,
-            self._upstream_parameters(session, options),
-            self,
+            session.target,
+            session.credential,
+            parameters=self._upstream_parameters(session, options),
+            client=self,
+            label=f"session {session.id}",
         )
 
     def _upstream_parameters(self, session: Session, options: str) -> dict[str, str]:
@@ -409,12 +412,25 @@ class ClientConnection(protocol.Protocol):
         """
         self.send(pg.authentication_ok())
 
-    def upstream_ready(self, greeting: bytes) -> None:
+    def upstream_ready(self, greeting: bytes, details: Details) -> None:
         """
-        The target finished its start-up: relay its parameters and hand
-        the client the gateway's own cancel key.
+        The target finished its start-up: record the session as open,
+        relay the target's parameters and hand the client the gateway's
+        own cancel key.
         """
         assert self.session is not None and self.server is not None
+        session = self.session
+        session.observe(
+            SessionOpened(
+                session_id=session.id,
+                protocol="postgres",
+                identity=session.identity,
+                peer=session.peer,
+                target=session.target.name,
+                upstream_user=session.credential.user,
+                details=details,
+            )
+        )
         pid = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
         secret = os.urandom(4)
         self._gateway.register_cancel_key(self.session, struct.pack(">i", pid) + secret)

@@ -13,22 +13,19 @@ test-case-name: tests.integration.test_postgres_relay
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet import protocol
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgate.plugin import Session, SessionOpened, client_tls_options
+from hoopgate.plugin import Credential, TargetConfig, client_tls_options
 from hoopgate_plugins.postgres import _codec as pg
 from hoopgate_plugins.postgres import _errors
 from hoopgate_plugins.postgres._flow import PauseGate, hang_up, link, nodelay
 from hoopgate_plugins.postgres._scram import ScramClient, ScramError, md5_password
-from hoopgate_plugins.postgres._settings import target_settings
-
-if TYPE_CHECKING:
-    from hoopgate_plugins.postgres._adapter import ClientConnection
+from hoopgate_plugins.postgres._settings import TargetSettings
 
 B = pg.BackendType
 A = pg.AuthCode
@@ -42,14 +39,59 @@ def _tls_options(mode: str, host: str, ca: str | None) -> Any:
     return client_tls_options(mode, host, ca)
 
 
+class Leg(Protocol):
+    """
+    What a L{ServerConnection} reports to: the client leg of a session,
+    or the gateway's own catalog reader.
+    """
+
+    def upstream_failed(self, sqlstate: str, text: str, why: str) -> None:
+        """
+        The target could not be reached, refused the login or broke the
+        protocol.
+        """
+
+    def upstream_authenticated(self) -> None:
+        """
+        The target accepted the login (more start-up messages follow).
+        """
+
+    def upstream_ready(self, greeting: bytes, details: Details) -> None:
+        """
+        The target is ready; C{greeting} holds its ParameterStatus and
+        notices, C{details} facts worth recording.
+        """
+
+    def parameter_changed(self, name: str, value: str) -> None:
+        """
+        A ParameterStatus from the target.
+        """
+
+    def from_server(self, reader: pg.BackendReader) -> None:
+        """
+        Take what the target sent since the start-up.
+        """
+
+    def upstream_closed(self) -> None:
+        """
+        The target closed the connection after the start-up.
+        """
+
+
+Details = tuple[tuple[str, str], ...]
+
+
 class ServerConnection(protocol.Protocol):
     """
-    The gateway's connection to a PostgreSQL target for one session.
+    The gateway's connection to a PostgreSQL target.
 
     Args:
-        session: The session it serves.
+        target: The target.
+        credential: The credential set to log in with.
         parameters: The start-up parameters to send.
-        client: The client leg.
+        client: Where to report.
+        reactor: Schedules the hang-up.
+        label: Names the connection in the log (the session id).
     """
 
     _log = Logger()
@@ -57,13 +99,18 @@ class ServerConnection(protocol.Protocol):
 
     def __init__(
         self,
-        session: Session,
+        target: TargetConfig,
+        credential: Credential,
+        *,
         parameters: dict[str, str],
-        client: ClientConnection,
+        client: Leg,
         reactor: Any,
+        label: str,
     ) -> None:
         self._reactor = reactor
-        self._session = session
+        self._target = target
+        self._credential = credential
+        self._label = label
         self._parameters = parameters
         self._client = client
         self._reader = pg.BackendReader()
@@ -79,20 +126,28 @@ class ServerConnection(protocol.Protocol):
     def connect(
         cls,
         reactor: Any,
-        session: Session,
+        target: TargetConfig,
+        credential: Credential,
+        *,
         parameters: dict[str, str],
-        client: ClientConnection,
+        client: Leg,
+        label: str,
     ) -> ServerConnection:
         """
-        Start connecting; failures are reported to the client leg.
+        Start connecting; failures are reported to C{client}.
         """
-        target = session.target
-        leg = cls(session, parameters, client, reactor)
+        leg = cls(
+            target,
+            credential,
+            parameters=parameters,
+            client=client,
+            reactor=reactor,
+            label=label,
+        )
+        settings = target.settings
+        assert isinstance(settings, TargetSettings)
         endpoint = HostnameEndpoint(
-            reactor,
-            target.host,
-            target.port,
-            timeout=target_settings(session).connect_timeout,
+            reactor, target.host, target.port, timeout=settings.connect_timeout
         )
 
         def unreachable(failure: Failure) -> None:
@@ -117,7 +172,7 @@ class ServerConnection(protocol.Protocol):
     def connectionMade(self) -> None:
         nodelay(self.transport)
         self.gate = PauseGate(self.transport)
-        if self._session.target.tls_mode == "disable":
+        if self._target.tls_mode == "disable":
             self._send_startup()
             return
         self._state = "tls"
@@ -142,17 +197,15 @@ class ServerConnection(protocol.Protocol):
             self._client.from_server(self._reader)
         except pg.ProtocolViolation as e:
             self._log.error(
-                "Target of session {session_id} broke the protocol: {error}",
-                session_id=self._session.id,
+                "Target of {label} broke the protocol: {error}",
+                label=self._label,
                 error=e.message,
             )
             self._client.upstream_failed(
                 _errors.CONNECTION_FAILURE, "the target connection failed", e.message
             )
         except Exception:
-            self._log.failure(
-                "Relaying to session {session_id} failed", session_id=self._session.id
-            )
+            self._log.failure("Relaying to {label} failed", label=self._label)
             self._client.upstream_failed(
                 _errors.INTERNAL, "the gateway failed", "internal error"
             )
@@ -193,7 +246,7 @@ class ServerConnection(protocol.Protocol):
     # -- TLS -------------------------------------------------------------
 
     def _on_tls_answer(self, data: bytes) -> None:
-        target = self._session.target
+        target = self._target
         answer, rest = data[:1], data[1:]
         if rest:
             self._login_failed("target sent data ahead of the TLS handshake")
@@ -252,7 +305,7 @@ class ServerConnection(protocol.Protocol):
         self._greeting.append(frame.raw)
 
     def _on_authentication(self, auth: pg.Authentication) -> None:
-        credential = self._session.credential
+        credential = self._credential
         password = credential.password.reveal() if credential.password else None
         code = auth.code
         if code == A.OK:
@@ -265,7 +318,7 @@ class ServerConnection(protocol.Protocol):
             if not self._tls:
                 self._log.warn(
                     "Target {target} asked for a cleartext password without TLS",
-                    target=self._session.target.name,
+                    target=self._target.name,
                 )
             self.transport.write(pg.password_message(password))
         elif code == A.MD5_PASSWORD:
@@ -284,25 +337,14 @@ class ServerConnection(protocol.Protocol):
             self._login_failed(f"unsupported authentication request {code.name}")
 
     def _ready(self) -> None:
-        session = self._session
         self._state = "relay"
-        session.observe(
-            SessionOpened(
-                session_id=session.id,
-                protocol="postgres",
-                identity=session.identity,
-                peer=session.peer,
-                target=session.target.name,
-                upstream_user=session.credential.user,
-                details=(
-                    ("server_version", self._server_version),
-                    ("upstream_tls", str(self._tls).lower()),
-                    ("database", target_settings(session).database),
-                ),
-            )
+        details = (
+            ("server_version", self._server_version),
+            ("upstream_tls", str(self._tls).lower()),
+            ("database", self._parameters.get("database", "")),
         )
         greeting, self._greeting = b"".join(self._greeting), []
-        self._client.upstream_ready(greeting)
+        self._client.upstream_ready(greeting, details)
         if self._reader.buffered:
             self._relay()
 
@@ -311,8 +353,8 @@ class ServerConnection(protocol.Protocol):
             return
         self._log.error(
             "Login to PostgreSQL target {target} as {user} failed: {why}",
-            target=self._session.target.name,
-            user=self._session.credential.user,
+            target=self._target.name,
+            user=self._credential.user,
             why=why,
         )
         self._state = "closed"
