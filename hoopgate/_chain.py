@@ -4,8 +4,10 @@ The interceptor chain: one fixed order, failing closed.
 Interceptors run by stage: identity, then guardrails, then approval, then
 masking; within a stage in the order they were added.  The first deny
 ends the walk; a rewrite hands the changed event to the next step; a hold
-pauses the walk until its Deferred fires.  Observers (recording) see
-every final verdict and change none.  An exception in an interceptor is a
+pauses the walk until its Deferred fires.  Notes that allowing or
+rewriting steps attach (a dry-run rule's hit) are gathered along the walk
+and carried by the final verdict, a deny included.  Observers (recording)
+see every final verdict and change none.  An exception in an interceptor is a
 deny with code C{interceptor.failure}.
 
 test-case-name: tests.unit.test_chain
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -30,6 +33,7 @@ from hoopgate._verdicts import (
     Deny,
     DenyReason,
     Hold,
+    Note,
     Rewrite,
     RowTransformer,
     Verdict,
@@ -66,6 +70,14 @@ def _failure_deny(name: str) -> Deny:
             detail=f"interceptor {name} failed",
         )
     )
+
+
+def _noted(deny: Deny, notes: tuple[Note, ...]) -> Deny:
+    # A deny keeps what earlier steps noticed (a dry-run rule's hit), so
+    # the recording shows it whatever refused the event in the end.
+    if not notes:
+        return deny
+    return attrs.evolve(deny, notes=notes + deny.notes)
 
 
 def _compose(
@@ -139,16 +151,14 @@ class Chain:
         *,
         original: Event,
         context: Context,
+        notes: tuple[Note, ...] = (),
     ) -> Verdict:
         for index in range(start, len(steps)):
             step = steps[index]
             verdict = self._ask(step, event, context)
             if isinstance(verdict, Deny):
-                return verdict
-            if isinstance(verdict, Rewrite):
-                event = verdict.event or event
-                plan = _compose(plan, verdict.plan)
-            elif isinstance(verdict, Hold):
+                return _noted(verdict, notes)
+            if isinstance(verdict, Hold):
                 return self._pause(
                     steps,
                     index,
@@ -157,11 +167,18 @@ class Chain:
                     verdict,
                     original=original,
                     context=context,
+                    notes=notes,
                 )
+            notes += verdict.notes
+            if isinstance(verdict, Rewrite):
+                event = verdict.event or event
+                plan = _compose(plan, verdict.plan)
 
         if event is original and plan is None:
-            return ALLOW
-        return Rewrite(event=None if event is original else event, plan=plan)
+            return Allow(notes=notes) if notes else ALLOW
+        return Rewrite(
+            event=None if event is original else event, plan=plan, notes=notes
+        )
 
     def _ask(self, step: IInterceptor, event: Event, context: Context) -> Verdict:
         try:
@@ -193,6 +210,7 @@ class Chain:
         *,
         original: Event,
         context: Context,
+        notes: tuple[Note, ...],
     ) -> Hold:
         name = steps[index].name
         self._observe(original, hold, context)
@@ -207,20 +225,22 @@ class Chain:
                     decision,
                     original=original,
                     context=context,
+                    notes=notes,
                 )
             if isinstance(decision, Deny):
-                return decision
-            next_event, next_plan = event, plan
-            if isinstance(decision, Rewrite):
-                next_event = decision.event or event
-                next_plan = _compose(plan, decision.plan)
-            elif not isinstance(decision, Allow):
+                return _noted(decision, notes)
+            if not isinstance(decision, Allow | Rewrite):
                 self._log.critical(
                     "Held decision of {interceptor} was {value!r}; denying",
                     interceptor=name,
                     value=decision,
                 )
-                return _failure_deny(name)
+                return _noted(_failure_deny(name), notes)
+
+            next_event, next_plan = event, plan
+            if isinstance(decision, Rewrite):
+                next_event = decision.event or event
+                next_plan = _compose(plan, decision.plan)
             return self._walk(
                 steps,
                 index + 1,
@@ -228,6 +248,7 @@ class Chain:
                 next_plan,
                 original=original,
                 context=context,
+                notes=notes + decision.notes,
             )
 
         def failed(failure: Failure) -> Verdict:
@@ -236,7 +257,7 @@ class Chain:
                 failure,
                 interceptor=name,
             )
-            return _failure_deny(name)
+            return _noted(_failure_deny(name), notes)
 
         def settle(verdict: Verdict) -> Verdict | Deferred[Any]:
             if isinstance(verdict, Hold):

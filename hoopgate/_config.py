@@ -19,6 +19,7 @@ from attrs import field, frozen
 
 from hoopgate._configreader import ConfigError, ConfigReader, load_yaml
 from hoopgate._discovery import DEFAULT_PLUGIN_PACKAGES, discover
+from hoopgate._guardrails import check_targets
 from hoopgate._interfaces import IProtocolPlugin
 from hoopgate._oidc import IssuerConfig, validate_algorithms
 from hoopgate._policy import AccessRule, Policy, read_policy
@@ -360,6 +361,7 @@ def parse_config(
 
     policy = read_policy(top.section("policy", required=True))
     _check_access(top, policy.access, targets)
+    check_targets(policy.guardrails, targets)
     top.done()
 
     return Config(

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from hoopgate._chain import Chain, Context
 from hoopgate._config import Config
 from hoopgate._events import Event, SessionRefused, SessionRequested
+from hoopgate._guardrails import GuardrailInterceptor
 from hoopgate._identity import Identity
 from hoopgate._interfaces import IGateway, IInterceptor, ISessionHandle, IStore
 from hoopgate._oidc import OIDCVerifier, TokenRejected
@@ -182,8 +183,13 @@ class Gateway:
     def _build_chain(self, config: Config) -> Chain:
         verifier = OIDCVerifier(config.issuers, reactor=self.reactor)
         self.verifier = verifier
+        self.guardrails = GuardrailInterceptor(config.policy.guardrails)
         return Chain(
-            interceptors=[TokenInterceptor(verifier), AccessInterceptor()],
+            interceptors=[
+                TokenInterceptor(verifier),
+                AccessInterceptor(),
+                self.guardrails,
+            ],
             observers=[self.recorder],
         )
 

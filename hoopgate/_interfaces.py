@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from hoopgate._chain import Context
     from hoopgate._config import ListenerConfig
     from hoopgate._configreader import ConfigReader
-    from hoopgate._events import Event, SessionRequested
+    from hoopgate._events import Event, SessionRequested, StatementPart
     from hoopgate._session import Session
     from hoopgate._verdicts import Verdict
 
@@ -42,6 +42,10 @@ class IProtocolPluginDeclaration(Interface):
 class IProtocolPlugin(Interface):
     """
     A protocol the gateway can relay: its configuration and its listener.
+
+    A plugin whose protocol carries statements should also provide
+    L{IStatementClassifier}, so that C{hoopgate policy test} judges text
+    exactly as the plugin classifies it on the wire.
     """
 
     name = Attribute("The protocol's name in configuration.")
@@ -77,6 +81,32 @@ class IProtocolPlugin(Interface):
 
         Returns:
             An C{IProtocolFactory}.
+        """
+
+
+class IStatementClassifier(Interface):
+    """
+    The plugin's own statement classifier, for tools outside a session.
+
+    Optional: a protocol plugin declares it beside L{IProtocolPlugin}
+    when its protocol has statements (SQL).  C{hoopgate policy test}
+    calls it; without it, the tool judges each text as one statement of
+    effect C{unknown}, as the guardrails do with a C{StatementReceived}
+    that has no parts.
+    """
+
+    def classify(text: str) -> tuple[StatementPart, ...]:
+        """
+        Classify what a client may send as one query string.
+
+        Args:
+            text: The query string.
+
+        Returns:
+            One L{hoopgate.plugin.StatementPart} per statement it holds,
+            in order, judged with a new session's defaults (search path,
+            string and encoding settings), exactly as the plugin fills
+            C{StatementReceived.parts}.
         """
 
 

@@ -2,7 +2,8 @@
 Policy v1: who may reach which target, as whom, and for how long.
 
 Access is denied unless an C{allow} rule matches; a matching C{deny} rule
-beats every C{allow}.  Guardrail, masking and approval rules join this
+beats every C{allow}.  Guardrail rules (L{hoopgate._guardrails}) decide
+what an admitted session may do; masking and approval rules join this
 same schema.
 
 test-case-name: tests.unit.test_policy
@@ -13,6 +14,7 @@ from __future__ import annotations
 from attrs import frozen
 
 from hoopgate._configreader import ConfigReader
+from hoopgate._guardrails import GuardrailRule, read_guardrail
 from hoopgate._identity import Identity
 
 
@@ -65,10 +67,12 @@ class Policy:
     Attributes:
         version: The schema version (1).
         access: Access rules in file order.
+        guardrails: Guardrail rules in file order.
     """
 
     version: int
     access: tuple[AccessRule, ...]
+    guardrails: tuple[GuardrailRule, ...] = ()
 
     def authorize(self, identity: Identity, target: str) -> AccessDecision:
         """
@@ -133,9 +137,16 @@ def read_policy(reader: ConfigReader) -> Policy:
     """
     version = reader.integer("version", 1, low=1, high=1)
     access = tuple(_read_access(r) for r in reader.sections("access"))
-    names = [r.name for r in access]
+    _unique(reader, "access", [r.name for r in access])
+    guardrails = tuple(read_guardrail(r) for r in reader.sections("guardrails"))
+    # One namespace for every rule, so a deciding rule's name is never
+    # ambiguous in a log line, a recording or a policy test.
+    _unique(reader, "guardrails", [r.name for r in access + guardrails])
+    reader.done()
+    return Policy(version=version, access=access, guardrails=guardrails)
+
+
+def _unique(reader: ConfigReader, key: str, names: list[str]) -> None:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise reader.error("access", f"rule {duplicates[0]!r} is defined twice")
-    reader.done()
-    return Policy(version=version, access=access)
+        raise reader.error(key, f"rule {duplicates[0]!r} is defined twice")

@@ -3,9 +3,12 @@ Recording v1: one JSON-lines file per session.
 
 Every line has the format version, a sequence number, the event name, the
 verdict, the session id and the subject, then the event's own fields.
-Secrets never reach it: fields marked secret are dropped, and statements
-that set passwords lose their literals.  Each line is flushed as it is
-written, so a crash loses nothing the client was already told.
+A verdict's notes add one list of rule names per kind (C{dry_run}: the
+dry-run rules that would have refused the event).  Secrets never reach
+it: fields marked secret are dropped, and statements that set passwords
+lose their literals, in the whole text and in each classified part.
+Each line is flushed as it is written, so a crash loses nothing the
+client was already told.
 
 test-case-name: tests.unit.test_recording
 """
@@ -39,6 +42,14 @@ _FINAL = (SessionClosed, SessionRefused)
 
 
 def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
+    fields = _verdict_kind(verdict)
+    if isinstance(verdict, Allow | Deny | Rewrite):
+        for note in verdict.notes:
+            fields.setdefault(note.kind, []).append(note.rule)
+    return fields
+
+
+def _verdict_kind(verdict: Verdict) -> dict[str, Any]:
     if isinstance(verdict, Allow):
         return {"verdict": "allow"}
     if isinstance(verdict, Deny):
@@ -69,6 +80,8 @@ def event_fields(event: Event) -> dict[str, Any]:
     fields = attrs.asdict(event, filter=_keep, recurse=True)
     if isinstance(event, StatementReceived):
         fields["text"] = redact_passwords(event.text)
+        for part in fields["parts"]:
+            part["text"] = redact_passwords(part["text"])
     return fields
 
 

@@ -3,7 +3,9 @@ Verdicts: what an interceptor decides about an event.
 
 A verdict is a value.  Plugins turn L{Deny} into their protocol's own error
 through one error module each; L{Hold} carries a Deferred that later
-yields one of the other verdicts.
+yields one of the other verdicts.  L{Allow}, L{Rewrite} and L{Deny} may
+carry L{Note}s: things noticed that changed nothing (a dry-run rule's
+hit), which the chain gathers and the recording shows.
 
 test-case-name: tests.unit.test_chain
 """
@@ -51,10 +53,34 @@ class RowTransformer(Protocol):
 
 
 @frozen
+class Note:
+    """
+    Something an interceptor noticed without acting on it, for the record.
+
+    A dry-run rule that would have refused an event is the first use:
+    the event goes on as if the rule did not exist, and the recording
+    line of the event names the rule under C{kind}.
+
+    Attributes:
+        kind: What was noticed, a short stable word used as the
+            recording key (C{dry_run}).
+        rule: The policy rule it is about.
+    """
+
+    kind: str
+    rule: str
+
+
+@frozen
 class Allow:
     """
     Let the event through unchanged.
+
+    Attributes:
+        notes: What was noticed along the way (dry-run hits).
     """
+
+    notes: tuple[Note, ...] = ()
 
 
 @frozen
@@ -64,9 +90,11 @@ class Deny:
 
     Attributes:
         reason: Why.
+        notes: What else was noticed along the way (dry-run hits).
     """
 
     reason: DenyReason
+    notes: tuple[Note, ...] = ()
 
 
 @frozen
@@ -77,10 +105,12 @@ class Rewrite:
     Attributes:
         event: The replacement event, if the event itself changes.
         plan: A row transformer for the result this event describes.
+        notes: What was noticed along the way (dry-run hits).
     """
 
     event: Event | None = None
     plan: RowTransformer | None = None
+    notes: tuple[Note, ...] = ()
 
 
 @frozen

@@ -41,6 +41,7 @@ from hoopgate._interfaces import (
     IProtocolPlugin,
     IProtocolPluginDeclaration,
     ISessionHandle,
+    IStatementClassifier,
 )
 from hoopgate._secrets import Secret
 from hoopgate._session import Session, SessionRefusedError
@@ -100,6 +101,7 @@ __all__ = [
     "IProtocolPlugin",
     "IProtocolPluginDeclaration",
     "ISessionHandle",
+    "IStatementClassifier",
     "Identity",
     "ListenerConfig",
     "Notice",

@@ -120,6 +120,7 @@ class RecorderTests(RecorderTestCase):
                 "text": "SELECT 1",
                 "path": "simple",
                 "statement_name": "",
+                "parts": [],
             }
         ]
         assert FORMAT_VERSION == 1
