@@ -275,6 +275,31 @@ class ResultDescribed(Event):
 
 
 @frozen(kw_only=True)
+class DiagnosticReceived(Event):
+    """
+    The target sent an error, warning or notice text for the client.
+
+    Fires for each one, before the client sees it, so that masking can
+    hide values the text echoes (a failed cast quoting a masked value).
+    Only decided when an interceptor asks for it.
+
+    Attributes:
+        statement_id: The statement it belongs to, if known.
+        severity: The protocol's severity (C{ERROR}, C{NOTICE}).
+        code: The protocol's code (SQLSTATE, MySQL error number).
+        fields: The text fields by the protocol's field name, in order
+            (PostgreSQL: C{M} message, C{D} detail, C{H} hint, ...).
+    """
+
+    name: ClassVar[str] = "diagnostic"
+
+    statement_id: str
+    severity: str
+    code: str
+    fields: tuple[tuple[str, str], ...]
+
+
+@frozen(kw_only=True)
 class StatementCompleted(Event):
     """
     The target finished a statement.

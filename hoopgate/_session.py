@@ -141,6 +141,14 @@ class Session:
         """
         return self._chain.decide(event, self.context)
 
+    def wants(self, kind: type[Event]) -> bool:
+        """
+        Whether any interceptor decides about events of C{kind}; a
+        plugin may skip costly preparation (catalog lookups for column
+        names) for events nobody judges.
+        """
+        return bool(self._chain._for(kind))
+
     def observe(self, event: Event) -> None:
         """
         Record an event that needs no decision.

@@ -21,6 +21,7 @@ from hoopgate._configreader import ConfigError, ConfigReader
 from hoopgate._events import (
     Column,
     CommandReceived,
+    DiagnosticReceived,
     Event,
     HttpRequestReceived,
     Notice,
@@ -93,6 +94,7 @@ __all__ = [
     "ConfigReader",
     "Credential",
     "Deny",
+    "DiagnosticReceived",
     "DenyReason",
     "Event",
     "Hold",
