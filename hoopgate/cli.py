@@ -1,5 +1,5 @@
 """
-The operator command line: C{hoopgate sessions|reload|check}.
+The operator command line: C{hoopgate sessions|reload|check|policy}.
 
 test-case-name: tests.unit.test_cli
 """
@@ -12,11 +12,17 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hoopgate._config import Config, load_config
+from hoopgate._config import Config, TargetConfig, load_config
 from hoopgate._configreader import ConfigError
+from hoopgate._events import StatementPart, StatementReceived
+from hoopgate._guardrails import Evaluation, RuleHit, evaluate
+from hoopgate._identity import Identity
+from hoopgate._interfaces import IProtocolPlugin
+from hoopgate._policy import AccessDecision
 from hoopgate._recording import read_recording
 
 DEFAULT_CONFIG = os.environ.get("HOOPGATE_CONFIG", "etc/hoopgate.yaml")
@@ -129,9 +135,211 @@ def _reload(config: Config, args: argparse.Namespace) -> int:
 def _check(config: Config, args: argparse.Namespace) -> int:
     print(
         f"{config.source}: valid ({len(config.listeners)} listeners, "
-        f"{len(config.targets)} targets, {len(config.policy.access)} access rules)"
+        f"{len(config.targets)} targets, {len(config.policy.access)} access rules, "
+        f"{len(config.policy.guardrails)} guardrails)"
     )
     return 0
+
+
+Classify = Callable[[str], tuple[StatementPart, ...]]
+
+
+def _classifier(plugin: IProtocolPlugin | None) -> Classify:
+    # The plugin's own classifier (IStatementClassifier), so the test
+    # judges text as the gateway does; without one, statements carry no
+    # parts and count as one part of effect unknown, as in the gateway.
+    classify = getattr(plugin, "classify", None)
+    if not callable(classify):
+        return lambda text: ()
+
+    def guarded(text: str) -> tuple[StatementPart, ...]:
+        try:
+            return tuple(classify(text))
+        except Exception as e:
+            # Whatever went wrong, the text counts as unclassifiable.
+            problem = f"the classifier failed: {type(e).__name__}: {e}"
+            return (
+                StatementPart(text=text, command="", effect="unknown", problem=problem),
+            )
+
+    return guarded
+
+
+def _access_record(
+    identity: Identity, target: str, access: AccessDecision
+) -> dict[str, Any]:
+    allowed = access.rule is not None
+    if allowed:
+        why = f"rule {access.decided_by}"
+    elif access.decided_by:
+        why = f"rule {access.decided_by} denies"
+    else:
+        why = "no access rule matches"
+    return {
+        "allowed": allowed,
+        "rule": access.decided_by,
+        "summary": (
+            f"{identity.subject} {'may' if allowed else 'may not'} reach "
+            f"{target} ({why})"
+        ),
+    }
+
+
+def _hits(hits: tuple[RuleHit, ...]) -> list[dict[str, Any]]:
+    return [{"rule": h.rule, "reasons": list(h.reasons)} for h in hits]
+
+
+def _test_record(
+    text: str, evaluation: Evaluation, access: dict[str, Any]
+) -> dict[str, Any]:
+    denied = evaluation.denied or not access["allowed"]
+    if not access["allowed"]:
+        decided_by, rule = "access", access["rule"]
+    elif evaluation.denied:
+        decided_by, rule = "guardrails", evaluation.deciding_rule
+    else:
+        decided_by, rule = None, None
+    return {
+        "statement": text,
+        "verdict": "deny" if denied else "allow",
+        "decided_by": decided_by,
+        "rule": rule,
+        "blocked": _hits(evaluation.blocked),
+        "dry_run": _hits(evaluation.dry_run),
+        "rules_applied": list(evaluation.applied),
+        "parts": [
+            {
+                "text": p.text,
+                "command": p.command,
+                "effect": p.effect,
+                "reads": list(p.reads),
+                "writes": list(p.writes),
+                "shapes": list(p.shapes),
+                "problem": p.problem,
+            }
+            for p in evaluation.parts
+        ],
+    }
+
+
+def _test_statements(
+    config: Config,
+    target: TargetConfig,
+    identity: Identity,
+    access: dict[str, Any],
+    texts: list[str],
+) -> list[dict[str, Any]]:
+    classify = _classifier(config.plugins.get(target.protocol))
+    records = []
+    for number, text in enumerate(texts, 1):
+        event = StatementReceived(
+            session_id="policy-test",
+            protocol=target.protocol,
+            statement_id=f"policy-test.{number}",
+            text=text,
+            parts=classify(text),
+        )
+        evaluation = evaluate(config.policy.guardrails, identity, target.name, event)
+        records.append(_test_record(text, evaluation, access))
+    return records
+
+
+def _describe_part(number: int, part: dict[str, Any], several: bool) -> str:
+    facts = [part["command"] or "(no command)", f"effect {part['effect']}"]
+    for key in ("reads", "writes", "shapes"):
+        if part[key]:
+            facts.append(f"{key} {' '.join(part[key])}")
+    if part["problem"]:
+        facts.append(f"problem: {part['problem']}")
+    where = f" ({part['text'].strip()})" if several else ""
+    return f"  part {number}{where}: {', '.join(facts)}"
+
+
+def _verdict_line(record: dict[str, Any]) -> str:
+    line = str(record["verdict"])
+    if record["decided_by"] == "guardrails":
+        line += f" (guardrail {record['rule']})"
+    elif record["decided_by"] == "access" and record["rule"]:
+        line += f" (access rule {record['rule']})"
+    elif record["decided_by"] == "access":
+        line += " (no access rule matches)"
+    if record["dry_run"]:
+        names = ", ".join(hit["rule"] for hit in record["dry_run"])
+        line += f"; dry-run hits: {names}"
+    return line
+
+
+def _print_test(number: int, record: dict[str, Any]) -> None:
+    print(f"statement {number}: {record['statement']}")
+    print(f"  verdict: {_verdict_line(record)}")
+    for hit in record["blocked"]:
+        print(f"  blocked by {hit['rule']}: {', '.join(hit['reasons'])}")
+    for hit in record["dry_run"]:
+        print(f"  dry-run {hit['rule']} would block: {', '.join(hit['reasons'])}")
+    parts = record["parts"]
+    if not parts:
+        print("  no statement to run")
+    for index, part in enumerate(parts, 1):
+        print(_describe_part(index, part, len(parts) > 1))
+
+
+def _policy_test(config: Config, args: argparse.Namespace) -> int:
+    target = config.targets.get(args.target)
+    if target is None:
+        known = ", ".join(sorted(config.targets)) or "none"
+        print(f"no target named {args.target!r} (known: {known})", file=sys.stderr)
+        return 2
+
+    texts = args.statements or [line.rstrip("\r\n") for line in sys.stdin]
+    texts = [t for t in texts if t.strip()]
+    identity = Identity(
+        subject=args.subject, issuer="hoopgate policy test", groups=tuple(args.group)
+    )
+    decision = config.policy.authorize(identity, target.name)
+    summary = _access_record(identity, target.name, decision)
+    records = _test_statements(config, target, identity, summary, texts)
+
+    if args.json:
+        print(json.dumps({"access": summary, "results": records}, indent=2))
+    else:
+        print(f"access: {summary['summary']}")
+        for number, record in enumerate(records, 1):
+            _print_test(number, record)
+    return _expected(args.expect, records)
+
+
+def _expected(expect: str | None, records: list[dict[str, Any]]) -> int:
+    if expect is None:
+        return 0
+    wrong = [n for n, r in enumerate(records, 1) if r["verdict"] != expect]
+    for number in wrong:
+        print(f"statement {number}: expected {expect}", file=sys.stderr)
+    return 1 if wrong else 0
+
+
+def _policy_parser(commands: Any) -> None:
+    policy = commands.add_parser("policy", help="policy tools")
+    which = policy.add_subparsers(dest="which", required=True)
+    test = which.add_parser(
+        "test",
+        help="show the verdict and deciding rule for statements",
+        description=(
+            "Judge statements for an identity on a target as the gateway "
+            "would, with the target protocol's own classifier. Statements "
+            "come from the arguments, or from standard input, one per line."
+        ),
+    )
+    test.add_argument("--subject", required=True)
+    test.add_argument("--group", action="append", default=[])
+    test.add_argument("--target", required=True)
+    test.add_argument("--json", action="store_true")
+    test.add_argument(
+        "--expect",
+        choices=("allow", "deny"),
+        help="exit 1 unless every statement gets this verdict",
+    )
+    test.add_argument("statements", nargs="*", metavar="STATEMENT")
+    test.set_defaults(run=_policy_test)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,16 +364,25 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="validate the configuration").set_defaults(
         run=_check
     )
+    _policy_parser(commands)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    plugins: Mapping[str, IProtocolPlugin] | None = None,
+) -> int:
     """
     Run the C{hoopgate} command.
+
+    Args:
+        argv: The arguments; the process's when not given.
+        plugins: Protocol plugins by name; discovered as the
+            configuration says when not given.
     """
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, plugins)
     except ConfigError as e:
         print(f"invalid configuration: {e}", file=sys.stderr)
         return 2

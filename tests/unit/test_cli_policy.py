@@ -1,0 +1,409 @@
+"""
+Tests for C{hoopgate policy test} (L{hoopgate.cli}): verdicts, deciding
+rules and classifications printed for statements, and exit codes for CI.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from hoopgate import cli
+from hoopgate._events import StatementPart
+from hoopgate._interfaces import IProtocolPlugin, IStatementClassifier
+from tests.unit.test_config import FakePlugin, temporary_folder
+
+#: What the fake classifier knows, statement by statement.
+KNOWN = {
+    "select * from customers": StatementPart(
+        text="select * from customers",
+        command="SELECT",
+        effect="read",
+        reads=("public.customers",),
+    ),
+    "select 1": StatementPart(text="select 1", command="SELECT", effect="read"),
+    "drop table canary": StatementPart(
+        text="drop table canary",
+        command="DROP",
+        effect="ddl",
+        writes=("public.canary",),
+        shapes=("drop",),
+    ),
+    "insert into customers values (1)": StatementPart(
+        text="insert into customers values (1)",
+        command="INSERT",
+        effect="write",
+        writes=("public.customers",),
+    ),
+}
+
+
+@implementer(IProtocolPlugin, IStatementClassifier)
+class ClassifyingPlugin(FakePlugin):
+    """
+    A fake SQL plugin whose classifier splits on semicolons and knows the
+    statements in L{KNOWN}; anything else it cannot classify.
+    """
+
+    name = "fakesql"
+
+    def __init__(self) -> None:
+        self.classified: list[str] = []
+
+    def classify(self, text: str) -> tuple[StatementPart, ...]:
+        self.classified.append(text)
+        parts = []
+        for piece in (p.strip() for p in text.split(";")):
+            if not piece:
+                continue
+            parts.append(
+                KNOWN.get(piece)
+                or StatementPart(
+                    text=piece, command="", effect="unknown", problem="not understood"
+                )
+            )
+        return tuple(parts)
+
+
+@implementer(IProtocolPlugin, IStatementClassifier)
+class BrokenClassifierPlugin(ClassifyingPlugin):
+    """
+    A plugin whose classifier fails.
+    """
+
+    name = "brokensql"
+
+    def classify(self, text: str) -> tuple[StatementPart, ...]:
+        raise RuntimeError("classifier bug")
+
+
+CONFIG = """\
+targets:
+  - name: appdb
+    protocol: fakesql
+    host: 127.0.0.1
+    port: 5432
+    credentials:
+      - name: app
+        user: app
+  - name: legacy
+    protocol: fake
+    host: 127.0.0.1
+    port: 5433
+    credentials:
+      - name: app
+        user: app
+  - name: broken
+    protocol: brokensql
+    host: 127.0.0.1
+    port: 5434
+    credentials:
+      - name: app
+        user: app
+policy:
+  access:
+    - name: ci-runner-all
+      subjects: [ci-runner]
+      targets: ["*"]
+      credential: app
+    - name: analysts
+      groups: [analysts]
+      targets: [appdb]
+      credential: app
+  guardrails:
+    - name: no-destructive
+      deny:
+        commands: [DROP, TRUNCATE]
+        shapes: [delete_without_where, update_without_where]
+        effects: [unknown]
+        writes: [public.canary]
+    - name: analysts-read-only
+      groups: [analysts]
+      targets: [appdb]
+      allow_only:
+        effects: [read]
+        reads: [public.customers]
+    - name: watch-customers
+      mode: dry-run
+      deny:
+        reads: [public.customers]
+"""
+
+
+class PolicyTestCommandTests(SynchronousTestCase):
+    """
+    C{hoopgate policy test} judges statements as the gateway would.
+    """
+
+    def setUp(self) -> None:
+        folder = temporary_folder(self)
+        self.config = str(Path(folder, "hoopgate.yaml"))
+        Path(self.config).write_text(CONFIG, encoding="utf-8")
+        self.sql = ClassifyingPlugin()
+        self.plugins: dict[str, IProtocolPlugin] = {
+            "fakesql": self.sql,
+            "fake": FakePlugin(),
+            "brokensql": BrokenClassifierPlugin(),
+        }
+
+    def run_cli(self, *argv: str, stdin: str = "") -> tuple[int, str, str]:
+        """
+        Run C{hoopgate --config CONFIG policy test ARGV}.
+
+        Returns:
+            The exit code, standard output and standard error.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        self.addCleanup(setattr, sys, "stdin", sys.stdin)
+        sys.stdin = io.StringIO(stdin)
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(
+                ["--config", self.config, "policy", "test", *argv], self.plugins
+            )
+        return code, out.getvalue(), err.getvalue()
+
+    def run_json(self, *argv: str) -> dict[str, Any]:
+        code, out, _ = self.run_cli("--json", *argv)
+        assert code == 0
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    def test_fake_plugins(self) -> None:
+        """
+        The fake SQL plugin provides both interfaces.
+        """
+        assert verifyObject(IProtocolPlugin, self.sql)
+        assert verifyObject(IStatementClassifier, self.sql)
+
+    def test_allowed(self) -> None:
+        """
+        An allowed statement prints its verdict, the dry-run rules that
+        would have blocked it and its classification; the exit code is 0.
+        """
+        code, out, err = self.run_cli(
+            "--subject", "ci-runner", "--target", "appdb", "select * from customers"
+        )
+
+        assert (code, err) == (0, "")
+        assert out.splitlines() == [
+            "access: ci-runner may reach appdb (rule ci-runner-all)",
+            "statement 1: select * from customers",
+            "  verdict: allow; dry-run hits: watch-customers",
+            "  dry-run watch-customers would block: part 1 SELECT: reads "
+            "public.customers",
+            "  part 1: SELECT, effect read, reads public.customers",
+        ]
+        assert self.sql.classified == ["select * from customers"]
+
+    def test_denied(self) -> None:
+        """
+        A query holding a blocked statement is denied; the deciding rule
+        and every part's classification are printed; the exit code is
+        still 0.
+        """
+        code, out, _ = self.run_cli(
+            "--subject", "ci-runner", "--target", "appdb", "select 1; drop table canary"
+        )
+
+        assert code == 0
+        assert out.splitlines()[1:] == [
+            "statement 1: select 1; drop table canary",
+            "  verdict: deny (guardrail no-destructive)",
+            "  blocked by no-destructive: part 2 DROP: command DROP, writes "
+            "public.canary",
+            "  part 1 (select 1): SELECT, effect read",
+            "  part 2 (drop table canary): DROP, effect ddl, writes public.canary, "
+            "shapes drop",
+        ]
+
+    def test_expect(self) -> None:
+        """
+        C{--expect} makes the exit code 1 when any statement's verdict
+        differs, naming it on standard error.
+        """
+        args = ("--subject", "ci-runner", "--target", "appdb")
+
+        wrong = self.run_cli(
+            *args, "--expect", "allow", "select 1", "drop table canary"
+        )
+        right = self.run_cli(*args, "--expect", "deny", "drop table canary")
+        allowed = self.run_cli(*args, "--expect", "allow", "select 1")
+
+        assert (wrong[0], wrong[2]) == (1, "statement 2: expected allow\n")
+        assert (right[0], right[2]) == (0, "")
+        assert (allowed[0], allowed[2]) == (0, "")
+
+    def test_json(self) -> None:
+        """
+        C{--json} prints the access decision and one record per statement.
+        """
+        result = self.run_json(
+            "--subject", "ci-runner", "--target", "appdb", "drop table canary"
+        )
+
+        assert result["access"] == {
+            "allowed": True,
+            "rule": "ci-runner-all",
+            "summary": "ci-runner may reach appdb (rule ci-runner-all)",
+        }
+        assert result["results"] == [
+            {
+                "statement": "drop table canary",
+                "verdict": "deny",
+                "decided_by": "guardrails",
+                "rule": "no-destructive",
+                "blocked": [
+                    {
+                        "rule": "no-destructive",
+                        "reasons": ["part 1 DROP: command DROP, writes public.canary"],
+                    }
+                ],
+                "dry_run": [],
+                "rules_applied": ["no-destructive", "watch-customers"],
+                "parts": [
+                    {
+                        "text": "drop table canary",
+                        "command": "DROP",
+                        "effect": "ddl",
+                        "reads": [],
+                        "writes": ["public.canary"],
+                        "shapes": ["drop"],
+                        "problem": "",
+                    }
+                ],
+            }
+        ]
+
+    def test_stdin(self) -> None:
+        """
+        Without statement arguments, standard input gives one statement
+        per line; blank lines are skipped.
+        """
+        code, out, _ = self.run_cli(
+            "--json",
+            "--subject",
+            "ci-runner",
+            "--target",
+            "appdb",
+            stdin="select 1\n\ndrop table canary\n",
+        )
+
+        results = json.loads(out)["results"]
+        assert code == 0
+        assert [(r["statement"], r["verdict"]) for r in results] == [
+            ("select 1", "allow"),
+            ("drop table canary", "deny"),
+        ]
+
+    def test_groups(self) -> None:
+        """
+        C{--group} scopes group rules: an analyst may only read customers.
+        """
+        args = ("--subject", "ann", "--group", "analysts", "--target", "appdb")
+
+        result = self.run_json(*args, "select * from customers", "select 1")
+        write = self.run_json(*args, "insert into customers values (1)")
+
+        assert [r["verdict"] for r in result["results"]] == ["allow", "allow"]
+        (denied,) = write["results"]
+        assert (denied["verdict"], denied["rule"]) == ("deny", "analysts-read-only")
+        assert denied["blocked"][0]["reasons"] == [
+            "part 1 INSERT: effect write is not allowed"
+        ]
+
+    def test_no_access(self) -> None:
+        """
+        An identity that may not reach the target is told so, and every
+        statement is denied by access.
+        """
+        code, out, _ = self.run_cli(
+            "--subject", "mallory", "--target", "appdb", "--expect", "deny", "select 1"
+        )
+
+        assert code == 0
+        assert out.splitlines()[:3] == [
+            "access: mallory may not reach appdb (no access rule matches)",
+            "statement 1: select 1",
+            "  verdict: deny (no access rule matches)",
+        ]
+        result = self.run_json("--subject", "mallory", "--target", "appdb", "select 1")
+        assert result["access"]["allowed"] is False
+        assert result["results"][0]["decided_by"] == "access"
+
+    def test_plugin_without_classifier(self) -> None:
+        """
+        For a plugin without a classifier each text is one part of effect
+        unknown, as in the gateway.
+        """
+        code, out, _ = self.run_cli(
+            "--subject", "ci-runner", "--target", "legacy", "select 1"
+        )
+
+        assert code == 0
+        assert out.splitlines()[1:] == [
+            "statement 1: select 1",
+            "  verdict: deny (guardrail no-destructive)",
+            "  blocked by no-destructive: part 1: effect unknown",
+            "  part 1: (no command), effect unknown",
+        ]
+
+    def test_unclassifiable(self) -> None:
+        """
+        A part the classifier could not classify is denied, with the
+        classifier's problem printed.
+        """
+        result = self.run_json(
+            "--subject", "ci-runner", "--target", "appdb", "select 1; vacuum"
+        )
+
+        (record,) = result["results"]
+        assert record["verdict"] == "deny"
+        assert record["parts"][1]["problem"] == "not understood"
+        assert record["blocked"][0]["reasons"] == [
+            "part 2: could not be classified (not understood)"
+        ]
+
+    def test_classifier_failure(self) -> None:
+        """
+        A classifier that fails leaves the text unclassifiable: denied.
+        """
+        result = self.run_json(
+            "--subject", "ci-runner", "--target", "broken", "select 1"
+        )
+
+        (record,) = result["results"]
+        assert record["verdict"] == "deny"
+        assert record["parts"][0]["problem"] == (
+            "the classifier failed: RuntimeError: classifier bug"
+        )
+
+    def test_unknown_target(self) -> None:
+        """
+        An unknown target is an error, exit code 2.
+        """
+        code, out, err = self.run_cli("--subject", "ci-runner", "--target", "nope", "x")
+
+        assert (code, out) == (2, "")
+        assert err == "no target named 'nope' (known: appdb, broken, legacy)\n"
+
+    def test_check_counts_guardrails(self) -> None:
+        """
+        C{hoopgate check} counts guardrails with the other sections.
+        """
+        out = io.StringIO()
+        with redirect_stdout(out):
+            code = cli.main(["--config", self.config, "check"], self.plugins)
+
+        assert code == 0
+        assert out.getvalue() == (
+            f"{self.config}: valid (0 listeners, 3 targets, 2 access rules, "
+            "3 guardrails)\n"
+        )
