@@ -21,6 +21,7 @@ from hoopgate._verdicts import (
     Deny,
     DenyReason,
     Hold,
+    Note,
     Rewrite,
     RowTransformer,
     Verdict,
@@ -624,3 +625,111 @@ class ObserverTests(ChainTestCase):
 
         assert witness.seen == [(event, ALLOW)]
         assert step.seen == []
+
+
+def noted(rule: str) -> Allow:
+    return Allow(notes=(Note("dry_run", rule),))
+
+
+class NoteTests(ChainTestCase):
+    """
+    Notes of allowing and rewriting steps are gathered along the walk and
+    carried by the final verdict, whatever it is.
+    """
+
+    def test_gathered_in_order(self) -> None:
+        """
+        Notes of several steps end up on the final allow, in stage order.
+        """
+        chain = Chain(
+            [
+                Step("mask", "masking", answer=Rewrite(notes=(Note("dry_run", "m"),))),
+                Step("guard", answer=noted("g")),
+                Step("quiet"),
+            ]
+        )
+
+        verdict = chain.decide(statement(), CONTEXT)
+
+        assert verdict == Allow(notes=(Note("dry_run", "g"), Note("dry_run", "m")))
+
+    def test_on_rewrite(self) -> None:
+        """
+        A walk ending in a rewrite carries the notes on the rewrite.
+        """
+        replaced = statement("SELECT 2")
+        chain = Chain(
+            [
+                Step("guard", answer=noted("g")),
+                Step("mask", "masking", answer=Rewrite(replaced)),
+            ]
+        )
+
+        verdict = chain.decide(statement(), CONTEXT)
+
+        assert verdict == Rewrite(event=replaced, notes=(Note("dry_run", "g"),))
+
+    def test_on_later_deny(self) -> None:
+        """
+        A later step's deny keeps the notes gathered before it.
+        """
+        chain = Chain(
+            [
+                Step("guard", answer=noted("g")),
+                Step("approval", "approval", answer=deny()),
+            ]
+        )
+
+        verdict = chain.decide(statement(), CONTEXT)
+
+        assert verdict == Deny(deny().reason, notes=(Note("dry_run", "g"),))
+
+    def test_across_hold(self) -> None:
+        """
+        Notes from before a hold and from the held decision both reach the
+        final verdict and the observers.
+        """
+        waiting: Deferred[Verdict] = Deferred()
+        witness = Witness()
+        chain = Chain(
+            [
+                Step("guard", answer=noted("g")),
+                Step("approval", "approval", answer=waiting),
+            ],
+            [witness],
+        )
+
+        verdict = chain.decide(statement(), CONTEXT)
+        waiting.callback(noted("a"))
+
+        final = Allow(notes=(Note("dry_run", "g"), Note("dry_run", "a")))
+        assert self.decided(verdict) == final
+        assert witness.verdicts[-1] == final
+
+    def test_failure_after_hold_keeps_notes(self) -> None:
+        """
+        A held decision that fails is a failure deny still carrying the
+        notes.
+        """
+        waiting: Deferred[Verdict] = Deferred()
+        chain = Chain(
+            [
+                Step("guard", answer=noted("g")),
+                Step("approval", "approval", answer=waiting),
+            ]
+        )
+
+        verdict = chain.decide(statement(), CONTEXT)
+        waiting.errback(RuntimeError("approver down"))
+
+        final = self.decided(verdict)
+        assert isinstance(final, Deny)
+        assert final.reason.code == "interceptor.failure"
+        assert final.notes == (Note("dry_run", "g"),)
+        assert self.logged(RuntimeError) == 1
+
+    def test_no_notes_is_plain_allow(self) -> None:
+        """
+        Without notes the walk still answers the shared L{ALLOW}.
+        """
+        assert Chain([Step("guard")]).decide(statement(), CONTEXT) is ALLOW

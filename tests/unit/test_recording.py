@@ -22,13 +22,23 @@ from hoopgate._events import (
     SessionClosed,
     SessionOpened,
     SessionRequested,
+    StatementPart,
     StatementReceived,
 )
 from hoopgate._identity import Identity
 from hoopgate._interfaces import IObserver
 from hoopgate._recording import FORMAT_VERSION, Recorder, read_recording
 from hoopgate._redact import REDACTED, redact_passwords
-from hoopgate._verdicts import ALLOW, Deny, DenyReason, Hold, Rewrite, Verdict
+from hoopgate._verdicts import (
+    ALLOW,
+    Allow,
+    Deny,
+    DenyReason,
+    Hold,
+    Note,
+    Rewrite,
+    Verdict,
+)
 
 SESSION = "20260101T000000Z-0a1b2c3d4e"
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.secret-token-body.signature"
@@ -234,6 +244,28 @@ class RecorderTests(RecorderTestCase):
         }
         assert lines[2]["hold_reason"] == "approval by dba"
 
+    def test_notes(self) -> None:
+        """
+        A verdict's notes become one list of rule names per kind, on an
+        allow, a rewrite or a deny alike.
+        """
+        notes = (Note("dry_run", "watch-drops"), Note("dry_run", "watch-reads"))
+        refusal = DenyReason("guardrail.blocked", "blocked", "DROP", "no-drop")
+
+        self.record(statement("SELECT 1", 1), ALLOW)
+        self.record(statement("DROP TABLE t", 2), Allow(notes=notes))
+        self.record(statement("SELECT 3", 3), Rewrite(notes=notes[:1]))
+        self.record(statement("DROP TABLE t", 4), Deny(refusal, notes=notes[1:]))
+
+        lines = self.lines()
+        assert "dry_run" not in lines[0]
+        assert [line.get("dry_run") for line in lines[1:]] == [
+            ["watch-drops", "watch-reads"],
+            ["watch-drops"],
+            ["watch-reads"],
+        ]
+        assert lines[3]["reason"]["rule"] == "no-drop"
+
     def test_close_ends_file(self) -> None:
         """
         The session's last event is written and flushed like the others.
@@ -381,3 +413,34 @@ class RedactionTests(RecorderTestCase):
         ):
             assert redact_passwords(text) == text
             assert self.recorded_text(text) == text
+
+    def test_parts_redacted(self) -> None:
+        """
+        Each classified part's text loses its password literals too.
+        """
+        text = "SELECT 1; ALTER ROLE app PASSWORD 'hunter2'"
+        parts = (
+            StatementPart(text="SELECT 1", command="SELECT", effect="read"),
+            StatementPart(
+                text="ALTER ROLE app PASSWORD 'hunter2'",
+                command="ALTER",
+                effect="privilege",
+            ),
+        )
+
+        self.record(
+            StatementReceived(
+                session_id=SESSION,
+                protocol="postgres",
+                statement_id=f"{SESSION}.1",
+                text=text,
+                parts=parts,
+            )
+        )
+
+        line = self.lines()[-1]
+        assert [p["text"] for p in line["parts"]] == [
+            "SELECT 1",
+            f"ALTER ROLE app PASSWORD {REDACTED}",
+        ]
+        assert "hunter2" not in self.raw()
