@@ -23,6 +23,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import attrs
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -32,6 +33,7 @@ from zope.interface import implementer
 from hoopgate.plugin import (
     Column,
     Deny,
+    DiagnosticReceived,
     Hold,
     IGateway,
     ISessionHandle,
@@ -53,6 +55,7 @@ from hoopgate.plugin import (
 )
 from hoopgate_plugins.postgres import _codec as pg
 from hoopgate_plugins.postgres import _errors
+from hoopgate_plugins.postgres._catalog import Catalog, Table, catalog_for
 from hoopgate_plugins.postgres._flow import PauseGate, hang_up, link, nodelay
 from hoopgate_plugins.postgres._options import filter_options
 from hoopgate_plugins.postgres._settings import listener_settings, target_settings
@@ -115,16 +118,77 @@ def _sets_password(text: str) -> bool:
     return _PASSWORD.search(text) is not None
 
 
-def _columns(description: pg.RowDescription) -> tuple[Column, ...]:
-    return tuple(
-        Column(
-            name=f.name,
-            type_name=str(f.type_oid),
-            table=str(f.table_oid) if f.table_oid else "",
-            position=f.column_number,
+_TYPE_NAMES = {
+    16: "bool",
+    17: "bytea",
+    18: "char",
+    19: "name",
+    20: "int8",
+    21: "int2",
+    23: "int4",
+    25: "text",
+    26: "oid",
+    114: "json",
+    142: "xml",
+    700: "float4",
+    701: "float8",
+    705: "unknown",
+    1042: "bpchar",
+    1043: "varchar",
+    1082: "date",
+    1083: "time",
+    1114: "timestamp",
+    1184: "timestamptz",
+    1700: "numeric",
+    2950: "uuid",
+    3802: "jsonb",
+}
+
+# Types whose binary form is their text, so detectors can read them.
+_TEXT_TYPES = frozenset({19, 25, 114, 142, 705, 1042, 1043})
+
+_TEXT_OID = 25
+
+
+def _table_oids(frame: pg.Frame) -> set[int]:
+    description = pg.parse_row_description(frame.payload, "latin-1")
+    return {f.table_oid for f in description.fields if f.table_oid}
+
+
+def _columns(
+    description: pg.RowDescription,
+    tables: dict[int, Table | None],
+    encoding: str,
+) -> tuple[Column, ...]:
+    columns = []
+    for f in description.fields:
+        table = tables.get(f.table_oid)
+        columns.append(
+            Column(
+                name=_text(f.name.encode("latin-1"), encoding),
+                type_name=_TYPE_NAMES.get(f.type_oid, str(f.type_oid)),
+                table=table.relation if table else "",
+                position=f.column_number,
+                column=table.columns.get(f.column_number, "") if table else "",
+                textual=f.format == 0 or f.type_oid in _TEXT_TYPES,
+            )
         )
-        for f in description.fields
-    )
+    return tuple(columns)
+
+
+def _redescribe(description: pg.RowDescription, event: ResultDescribed) -> bytes:
+    """
+    The RowDescription with masked columns described as text (their
+    values are masks now, whatever the original type); the format codes
+    stay, since a text value's binary form is its text.
+    """
+    fields = [
+        attrs.evolve(f, type_oid=_TEXT_OID, type_size=-1, type_modifier=-1)
+        if column.masked
+        else f
+        for f, column in zip(description.fields, event.columns, strict=True)
+    ]
+    return pg.row_description(fields, encoding="latin-1")
 
 
 @implementer(ISessionHandle)
@@ -168,6 +232,8 @@ class ClientConnection(protocol.Protocol):
         self._sql_state = SessionState()
         self._status = pg.TransactionStatus.IDLE
         self._plan: RowTransformer | None = None
+        self._waiting = False
+        self._server_reader: pg.BackendReader | None = None
         self._held = False
         self._bytes_in = 0
         self._bytes_out = 0
@@ -752,8 +818,14 @@ class ClientConnection(protocol.Protocol):
     def from_server(self, reader: pg.BackendReader) -> None:
         """
         Relay what the target sent, judging result descriptions and
-        noting completions.
+        diagnostics and noting completions.
+
+        While the names of a result's columns are being looked up, the
+        target's bytes wait in C{reader} and reading from it is paused.
         """
+        self._server_reader = reader
+        if self._waiting:
+            return
         out: list[bytes] = []
         tracker = self._tracker
         while True:
@@ -766,7 +838,14 @@ class ClientConnection(protocol.Protocol):
             if frame is None:
                 break
             tracker.add_bytes(len(frame.raw))
+            if frame.type == B.ROW_DESCRIPTION and self._needs_lineage(frame):
+                self._write(out)
+                self._await_lineage(frame)
+                return
             out.append(self._server_frame(frame))
+        self._write(out)
+
+    def _write(self, out: list[bytes]) -> None:
         if out:
             data = b"".join(out)
             self._bytes_out += len(data)
@@ -777,7 +856,7 @@ class ClientConnection(protocol.Protocol):
         if kind == B.DATA_ROW:
             return self._masked_row(frame)
         if kind == B.ROW_DESCRIPTION:
-            return self._on_row_description(frame)
+            return self._describe(frame, {})
         if kind == B.COMMAND_COMPLETE:
             tag = _text(frame.payload[:-1], self._encoding)
             self._plan = None
@@ -792,6 +871,8 @@ class ClientConnection(protocol.Protocol):
             return frame.raw
         if kind == B.ERROR_RESPONSE:
             return self._on_error(frame)
+        if kind == B.NOTICE_RESPONSE:
+            return self._diagnostic(frame)[0]
         if kind == B.READY_FOR_QUERY:
             self._status = pg.parse_ready_for_query(frame.payload).status
             self._plan = None
@@ -807,7 +888,7 @@ class ClientConnection(protocol.Protocol):
             status = pg.parse_parameter_status(frame.payload, "latin-1")
             self.parameter_changed(status.name, status.value)
             return frame.raw
-        if kind in (B.NOTICE_RESPONSE, B.COPY_OUT_RESPONSE, B.COPY_DONE):
+        if kind in (B.COPY_OUT_RESPONSE, B.COPY_DONE):
             return frame.raw
         if kind in (B.AUTHENTICATION, B.BACKEND_KEY_DATA, B.COPY_BOTH_RESPONSE):
             raise pg.ProtocolViolation(
@@ -815,24 +896,84 @@ class ClientConnection(protocol.Protocol):
             )
         return frame.raw
 
-    def _on_row_description(self, frame: pg.Frame) -> bytes:
+    # -- results: lineage and masking ---------------------------------------
+
+    def _catalog(self) -> Catalog:
         assert self.session is not None
-        head = self._tracker.head
+        session = self.session
+        return catalog_for(self._gateway.reactor, session.target, session.credential)
+
+    def _needs_lineage(self, frame: pg.Frame) -> bool:
+        """
+        Whether a result's column names must be looked up before it can
+        be judged (someone judges results, and its tables are not cached).
+        """
+        if self.session is None or not self.session.wants(ResultDescribed):
+            return False
+        oids = _table_oids(frame)
+        return bool(oids) and self._catalog().known(oids) is None
+
+    def _await_lineage(self, frame: pg.Frame) -> None:
+        assert self.server is not None and self.server.gate is not None
+        gate = self.server.gate
+        self._waiting = True
+        gate.pause("lineage")
+
+        def found(tables: dict[int, Table | None]) -> None:
+            self._waiting = False
+            gate.resume("lineage")
+            if self._state != "relay":
+                return
+            self._write([self._describe(frame, tables)])
+            if self._server_reader is not None:
+                self.from_server(self._server_reader)
+
+        def failed(failure: Failure) -> None:
+            self._waiting = False
+            self._log.error(
+                "Cannot read the catalog of {target}: {error}",
+                target=self.session.target.name if self.session else "?",
+                error=failure.getErrorMessage(),
+            )
+            self._fail(
+                _errors.INTERNAL,
+                "the gateway could not check this result",
+                "catalog lookup failed",
+            )
+
+        self._catalog().lookup(_table_oids(frame)).addCallbacks(found, failed)
+
+    def _describe(self, frame: pg.Frame, tables: dict[int, Table | None]) -> bytes:
+        """
+        Judge a RowDescription: masking may re-describe columns and hand
+        back a plan for the rows that follow.
+        """
+        assert self.session is not None
         description = pg.parse_row_description(frame.payload, "latin-1")
+        if not tables and self.session.wants(ResultDescribed):
+            tables = self._catalog().known(_table_oids(frame)) or {}
+        head = self._tracker.head
         event = ResultDescribed(
             session_id=self.session.id,
             protocol="postgres",
             statement_id=head.statement_id if head else "",
-            columns=_columns(description),
+            columns=_columns(description, tables, self._encoding),
         )
         verdict = self.session.decide(event)
-        if isinstance(verdict, Rewrite) and verdict.plan is not None:
+        self._plan = None
+        if isinstance(verdict, Rewrite):
             self._plan = verdict.plan
-        elif not isinstance(verdict, Rewrite) and not _is_allow(verdict):
-            # FIXME(#4): a refused result description should end the
-            # statement with an error and drop its rows; nothing decides
-            # about result descriptions yet.
-            self._plan = None
+            if isinstance(verdict.event, ResultDescribed):
+                return _redescribe(description, verdict.event)
+            return frame.raw
+        if not _is_allow(verdict):
+            # Results are judged at once or not at all: a refusal or a
+            # wait here has nowhere safe to go but the end of the session.
+            self._fail(
+                _errors.PRIVILEGE,
+                "the gateway refused this result",
+                f"result verdict {type(verdict).__name__}",
+            )
         return frame.raw
 
     def _masked_row(self, frame: pg.Frame) -> bytes:
@@ -842,14 +983,58 @@ class ClientConnection(protocol.Protocol):
         values = pg.parse_data_row(frame.payload)
         return pg.data_row(plan(values))
 
+    # -- errors and notices ---------------------------------------------------
+
+    def _diagnostic(self, frame: pg.Frame) -> tuple[bytes, dict[str, str]]:
+        """
+        Let masking see an error or notice text before the client does.
+
+        Returns:
+            The message to relay and its fields as relayed.
+        """
+        raw = pg.parse_fields(frame.payload, encoding="latin-1")
+        fields = {
+            k: v.encode("latin-1").decode(self._encoding, "replace")
+            for k, v in raw.items()
+        }
+        session = self.session
+        if session is None or not session.wants(DiagnosticReceived):
+            return frame.raw, fields
+
+        head = self._tracker.head
+        event = DiagnosticReceived(
+            session_id=session.id,
+            protocol="postgres",
+            statement_id=head.statement_id if head else "",
+            severity=fields.get("S", ""),
+            code=fields.get("C", ""),
+            fields=tuple(fields.items()),
+        )
+        verdict = session.decide(event)
+        if isinstance(verdict, Rewrite) and isinstance(
+            verdict.event, DiagnosticReceived
+        ):
+            fields = dict(verdict.event.fields)
+            rebuilt = pg.fields_message(frame.type, fields, encoding=self._encoding)
+            return rebuilt, fields
+        if isinstance(verdict, Deny | Hold):
+            generic = {
+                "S": fields.get("S", "ERROR"),
+                "V": fields.get("V", fields.get("S", "ERROR")),
+                "C": fields.get("C", "XX000"),
+                "M": "hoopgate: the target's message was withheld by policy",
+            }
+            return pg.fields_message(frame.type, generic), generic
+        return frame.raw, fields
+
     def _on_error(self, frame: pg.Frame) -> bytes:
-        fields = pg.parse_fields(frame.payload, encoding="latin-1")
+        relayed, fields = self._diagnostic(frame)
         code = fields.get("C", "")
-        message = _text(fields.get("M", "").encode("latin-1"), self._encoding)
+        message = fields.get("M", "")
         self._plan = None
         outcomes, replacement = self._tracker.on_error(code, message, self._now())
         self._finished(outcomes)
-        return frame.raw if replacement is None else replacement
+        return relayed if replacement is None else replacement
 
     def _finished(self, outcomes: list[Outcome]) -> None:
         session = self.session
