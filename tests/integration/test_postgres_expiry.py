@@ -15,7 +15,7 @@ from tests.support.gateway import RunningGateway
 
 pytestmark = pytest.mark.timeout(120)
 
-TTL = 4
+TTL = 6
 
 
 class TestTokenExpiry:
@@ -25,7 +25,7 @@ class TestTokenExpiry:
 
     def test_session_ends_when_token_expires(self, gateway: RunningGateway) -> None:
         """
-        A session opened with a 4-second token answers at once, then is
+        A session opened with a 6-second token answers at once, then is
         ended with SQLSTATE 57P01 once the token expires; a fresh token
         opens a new session.
         """
