@@ -184,14 +184,15 @@ class Gateway:
         verifier = OIDCVerifier(config.issuers, reactor=self.reactor)
         self.verifier = verifier
         self.guardrails = GuardrailInterceptor(config.policy.guardrails)
-        return Chain(
-            interceptors=[
-                TokenInterceptor(verifier),
-                AccessInterceptor(),
-                self.guardrails,
-            ],
-            observers=[self.recorder],
-        )
+        interceptors: list[IInterceptor] = [
+            TokenInterceptor(verifier),
+            AccessInterceptor(),
+        ]
+        # Without rules it would allow everything; left out, plugins can
+        # see (Session.wants) that nobody judges statements.
+        if config.policy.guardrails:
+            interceptors.append(self.guardrails)
+        return Chain(interceptors=interceptors, observers=[self.recorder])
 
     def reload(self, config: Config) -> None:
         """

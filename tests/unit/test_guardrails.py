@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from hoopgate._chain import Chain, Context
@@ -41,9 +42,10 @@ from hoopgate._guardrails import (
     statement_parts,
 )
 from hoopgate._identity import Identity
-from hoopgate._interfaces import IInterceptor
+from hoopgate._interfaces import IInterceptor, ISessionHandle
 from hoopgate._policy import read_policy
 from hoopgate._recording import Recorder, read_recording
+from hoopgate._session import Session
 from hoopgate._store import MemoryStore
 from hoopgate._verdicts import ALLOW, Allow, Deny, DenyReason, Hold, Note, Verdict
 from tests.unit.test_chain import Step
@@ -1412,22 +1414,72 @@ class InterceptorTests(SynchronousTestCase):
         final = self.successResultOf(verdict.decision)
         assert final == Deny(refusal.reason, notes=(Note("dry_run", "no-destructive"),))
 
-    def test_gateway_chain(self) -> None:
+    def gateway(self, guardrails: str = "") -> Gateway:
         """
-        The gateway's chain runs the configured guardrails on statements.
+        A gateway for the fake plugin's configuration with C{guardrails}
+        (rule items under C{policy.guardrails}).
         """
-        text = open_config_text() + (
-            "  guardrails:\n    - name: no-drop\n      deny: {commands: [DROP]}\n"
-        )
+        text = open_config_text()
+        if guardrails:
+            text += "  guardrails:\n" + textwrap.indent(guardrails, "  ")
         config = parse_config(text, "test.yaml", PLUGINS)
         recorder = Recorder(temporary_folder(self))
         self.addCleanup(recorder.close)
         reactor = MemoryReactorClock()
-        gateway = Gateway(reactor, config, MemoryStore(reactor), recorder)
+        return Gateway(reactor, config, MemoryStore(reactor), recorder)
 
-        verdict = gateway.chain.decide(statement(DROP_CANARY), context(target="db"))
+    def session(self, gateway: Gateway) -> Session:
+        config = gateway.config
+        return Session(
+            session_id=SESSION,
+            protocol="fake",
+            identity=ALICE,
+            target=config.targets["db"],
+            rule=config.policy.access[0],
+            peer="127.0.0.1:40000",
+            config=config,
+            chain=gateway.chain,
+            handle=QuietHandle(),
+            on_close=lambda session: None,
+        )
+
+    def test_gateway_chain(self) -> None:
+        """
+        The gateway's chain runs the configured guardrails on a session's
+        statements and counts what they block.
+        """
+        gateway = self.gateway("  - name: no-drop\n    deny: {commands: [DROP]}\n")
+        session = self.session(gateway)
+
+        verdict = session.decide(statement(DROP_CANARY))
+
+        assert session.wants(StatementReceived)
         assert denied_by(verdict) == "no-drop"
-        assert gateway.guardrails.blocked["no-drop"] == 1
+        assert dict(gateway.guardrails.blocked) == {"no-drop": 1}
+
+    def test_gateway_without_guardrails(self) -> None:
+        """
+        Without guardrail rules nobody judges statements, commands or
+        requests, so plugins may skip preparing them.
+        """
+        session = self.session(self.gateway())
+
+        for kind in (StatementReceived, CommandReceived, HttpRequestReceived):
+            assert not session.wants(kind), kind
+        assert session.decide(statement(part(problem="?"))) is ALLOW
+
+
+@implementer(ISessionHandle)
+class QuietHandle:
+    """
+    A session handle for sessions no test ends.
+    """
+
+    def terminate(self, reason: str, message: str) -> None:
+        raise AssertionError(f"terminated: {reason}")
+
+    def cancel(self) -> None:
+        raise AssertionError("cancelled")
 
 
 class VocabularyTests(SynchronousTestCase):
