@@ -5,6 +5,7 @@
 #   make unit    unit tests only, no servers
 #   make check   formatting, lint, strict typing, import contracts, marks
 #   make demo    servers + hoopgate in front of them; writes demo/env
+#   make bench   side-by-side benchmarks into bench/results/ (QUICK=1: a smoke run)
 #
 # Extra pytest arguments: make test PYTEST_ARGS='-k services -x'
 
@@ -26,7 +27,7 @@ STAMP := $(VENV)/.hoopgate-setup
 # Holds the symlink hoopgate_plugins -> plugins/ (see the $(STAMP) recipe).
 LINKS := $(abspath $(VENV))/hoopgate-src
 
-.PHONY: setup deb-packages test unit check demo
+.PHONY: setup deb-packages test unit check demo bench
 
 setup: deb-packages $(STAMP)
 
@@ -114,3 +115,17 @@ check: setup
 
 demo: setup
 	scripts/demo.sh
+
+# Benchmarks (never part of `make test`): its own servers, PgBouncer and
+# hoopgate; results in bench/results/ (see docs/performance.md). The `bench`
+# extra of setup.cfg (matplotlib, py-spy) goes into the venv when missing,
+# without reinstalling the project. QUICK=1: a short smoke run.
+QUICK ?=
+bench: setup
+	@if ! $(PY) -c 'import matplotlib' 2>/dev/null || [ ! -x $(VENV)/bin/py-spy ]; then \
+	  extra=$$($(PY) -c 'import configparser; c = configparser.ConfigParser(); \
+	    c.read("setup.cfg"); print(c["options.extras_require"]["bench"])'); \
+	  echo "make bench: installing" $$extra; \
+	  $(PY) -m pip install -q $$extra; \
+	fi
+	$(PY) -m bench.run $(if $(filter 1 yes true,$(QUICK)),--quick)

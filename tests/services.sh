@@ -17,6 +17,8 @@
 #               and ClientAliveCountMax 2; default a free loopback port.
 #   HG_PYTHON   Python with joserfc and twisted; default the project's .venv.
 #   HG_KEEP=1   `stop` leaves the run directory in place (logs for a post-mortem).
+#   PG_MAX_CONNECTIONS  PostgreSQL's max_connections; unset: PostgreSQL's
+#               default (the benchmarks' idle-session row needs a few thousand).
 #
 # Recipes follow /work/shared/TEST-SERVERS.md sections 3, 4, 8 and 9. Must run as
 # root (it uses runuser for PostgreSQL). Every wait is bounded; a server that
@@ -158,6 +160,7 @@ log_disconnections = on
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+${PG_MAX_CONNECTIONS:+max_connections = $PG_MAX_CONNECTIONS}
 EOF
 }
 
