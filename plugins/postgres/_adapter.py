@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import attrs
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -233,6 +234,7 @@ class ClientConnection(protocol.Protocol):
         self._status = pg.TransactionStatus.IDLE
         self._plan: RowTransformer | None = None
         self._waiting = False
+        self._login_timer: IDelayedCall | None = None
         self._server_reader: pg.BackendReader | None = None
         self._held = False
         self._bytes_in = 0
@@ -246,6 +248,20 @@ class ClientConnection(protocol.Protocol):
         nodelay(self.transport)
         self._peer = _peer(self.transport)
         self._gate = PauseGate(self.transport)
+        timeout = listener_settings(self._listener).login_timeout
+        self._login_timer = self._gateway.reactor.callLater(
+            timeout, self._login_timed_out
+        )
+
+    def _login_timed_out(self) -> None:
+        self._login_timer = None
+        if self._state not in ("relay", "closed"):
+            limit = listener_settings(self._listener).login_timeout
+            self._fail(
+                _errors.PROTOCOL,
+                "the log-in took too long",
+                f"no session after {limit:g} s",
+            )
 
     def dataReceived(self, data: bytes) -> None:
         self._bytes_in += len(data)
@@ -260,6 +276,8 @@ class ClientConnection(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._state = "closed"
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
         if self.server is not None:
             self.server.close()
         if self.session is not None:
@@ -504,6 +522,8 @@ class ClientConnection(protocol.Protocol):
         self.send(pg.backend_key_data(pid, secret))
         self.send(pg.ready_for_query(pg.TransactionStatus.IDLE))
         self._state = "relay"
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
         assert self._gate is not None and self.server.gate is not None
         link(self.transport, self.server.gate)
         self.server.link(self._gate)

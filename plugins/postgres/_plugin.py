@@ -39,6 +39,7 @@ class PostgresPlugin:
             max_message=reader.integer(
                 "max_message", 1 << 30, low=1 << 16, high=1 << 30
             ),
+            login_timeout=reader.duration("login_timeout", 60.0),
         )
 
     def read_target(self, reader: ConfigReader) -> TargetSettings:

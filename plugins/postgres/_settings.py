@@ -18,9 +18,12 @@ class ListenerSettings:
 
     Attributes:
         max_message: The largest client message accepted, in bytes.
+        login_timeout: Seconds a client has from connecting to a ready
+            session (start-up, token, the gateway's own login).
     """
 
     max_message: int
+    login_timeout: float = 60.0
 
 
 @frozen

@@ -206,6 +206,22 @@ class StartupTests(SynchronousTestCase):
         assert (kind, pg.parse_fields(payload)["C"]) == ("E", "08P01")
         assert self.transport.disconnecting
 
+    def test_login_timeout(self) -> None:
+        """
+        A client that never finishes logging in is sent 08P01 and cut off
+        once the listener's login timeout passes, and not before.
+        """
+        self.client.dataReceived(startup(user="ci", database="appdb"))
+        self.take()
+
+        self.gateway.reactor.advance(59)
+        assert self.take() == b""
+
+        self.gateway.reactor.advance(1)
+        [(kind, payload)] = messages(self.take())
+        assert (kind, pg.parse_fields(payload)["C"]) == ("E", "08P01")
+        assert self.transport.disconnecting
+
     def test_cancel_request_forwarded(self) -> None:
         """
         A CancelRequest is handed to the gateway by its key and the
