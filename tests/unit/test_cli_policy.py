@@ -407,3 +407,78 @@ class PolicyTestCommandTests(SynchronousTestCase):
             f"{self.config}: valid (0 listeners, 3 targets, 2 access rules, "
             "3 guardrails)\n"
         )
+
+
+POSTGRES_CONFIG = """\
+targets:
+  - name: appdb
+    protocol: postgres
+    host: 127.0.0.1
+    port: 5432
+    database: appdb
+    credentials:
+      - name: app
+        user: app
+policy:
+  access:
+    - name: ci-runner-all
+      subjects: [ci-runner]
+      targets: ["*"]
+      credential: app
+  guardrails:
+    - name: no-destructive
+      deny:
+        commands: [DROP, TRUNCATE]
+        shapes: [delete_without_where, update_without_where]
+        effects: [unknown]
+        writes: [canary]
+"""
+
+
+class PostgresClassifierTests(SynchronousTestCase):
+    """
+    With the PostgreSQL plugin, C{policy test} judges text through the
+    plugin's own classifier, so the shape of the text hides nothing.
+    """
+
+    def verdicts(self, *statements: str) -> list[str]:
+        from hoopgate_plugins.postgres._plugin import plugin
+
+        path = Path(temporary_folder(self), "hoopgate.yaml")
+        path.write_text(POSTGRES_CONFIG, encoding="utf-8")
+        out = io.StringIO()
+        argv = ["--config", str(path), "policy", "test", "--json"]
+        argv += ["--subject", "ci-runner", "--target", "appdb", *statements]
+        with redirect_stdout(out):
+            code = cli.main(argv, {"postgres": plugin})
+
+        assert code == 0
+        return [r["verdict"] for r in json.loads(out.getvalue())["results"]]
+
+    def test_bc10_hidden_statements(self) -> None:
+        """
+        A DROP after another statement, behind a comment or split over
+        lines is denied; DROP inside a literal or a comment is not.
+        """
+        assert self.verdicts(
+            "select 1; drop table canary",
+            "/* x */ drop table canary",
+            "drop\ntable canary",
+            "select ';drop table canary;'",
+            "select 1 /* drop table canary */",
+        ) == ["deny", "deny", "deny", "allow", "allow"]
+
+    def test_unknown_statements(self) -> None:
+        """
+        DO blocks, CALL and SQL-level PREPARE and EXECUTE are unknown, so
+        the policy denies them.
+        """
+        assert (
+            self.verdicts(
+                "DO $$ begin execute 'drop table canary'; end $$",
+                "CALL p()",
+                "PREPARE q AS SELECT 1",
+                "EXECUTE q",
+            )
+            == ["deny"] * 4
+        )
