@@ -662,6 +662,8 @@ class GuardrailRule:
         """
         if part.problem:
             return [f"could not be classified ({part.problem})"]
+        if part.effect not in EFFECTS:
+            return [f"has an effect no rule can name ({part.effect!r})"]
 
         found = []
         for block, allowing in self._blocks():

@@ -1096,6 +1096,24 @@ class UnclassifiedTests(SynchronousTestCase):
             "r: part 2 SELECT: could not be classified (the parser rejected the text)"
         )
 
+    def test_effect_out_of_vocabulary(self) -> None:
+        """
+        A part whose effect no rule can name (a plugin's mistake) is
+        refused like a part with a problem, even by an allow-list that
+        does not check effects.
+        """
+        odd = part("SELECT", "read-ish", reads=("public.customers",))
+        reads_only = (
+            "guardrails:\n  - name: r\n    allow_only: {reads: [public.customers]}\n"
+        )
+
+        verdict = judged(reads_only, statement(odd))
+
+        assert isinstance(verdict, Deny)
+        assert verdict.reason.detail == (
+            "r: part 1 SELECT: has an effect no rule can name ('read-ish')"
+        )
+
     def test_problem_without_applicable_rule(self) -> None:
         """
         A problem part is judged by the rules that apply, so a session no
