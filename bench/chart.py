@@ -32,14 +32,21 @@ def write_postgres_chart(results: Results, path: Path) -> bool:
     Returns:
         False when there was nothing to draw.
     """
-    panels = sorted({(row.tls, row.mode) for row in results.select})
-    if not panels:
+    modes = [
+        m for m in ("simple", "prepared") if any(r.mode == m for r in results.select)
+    ]
+    settings = sorted({row.tls for row in results.select})
+    if not modes:
         return False
+    panels = [(tls, mode) for tls in settings for mode in modes]
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False
+        len(settings),
+        len(modes),
+        figsize=(4.6 * len(modes), 3.6 * len(settings)),
+        squeeze=False,
     )
 
-    for axis, (tls, mode) in zip(axes[0], panels, strict=True):
+    for axis, (tls, mode) in zip(axes.flat, panels, strict=True):
         rows = sorted(
             (r for r in results.select if (r.tls, r.mode) == (tls, mode)),
             key=lambda r: r.clients,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from attrs import define, field, frozen
@@ -30,11 +30,14 @@ __all__ = [
     "SelectRow",
     "TargetCheck",
     "evaluate_targets",
+    "from_json",
     "median",
     "ratio",
     "render_markdown",
     "to_json",
 ]
+
+T = TypeVar("T")
 
 #: The contenders of a PostgreSQL row, in table order.
 CONTENDERS = ("direct", "pgbouncer", "hoopgate")
@@ -678,3 +681,64 @@ def to_json(results: Results) -> dict[str, Any]:
         idle_data["per_session_kib"] = None if idle.error else idle.per_session_kib
     data["targets"] = [_target_json(c) for c in evaluate_targets(results)]
     return data
+
+
+def _runs_from(
+    raw: dict[str, list[dict[str, Any]]], kind: type[T]
+) -> dict[str, list[T]]:
+    return {name: [kind(**run) for run in runs] for name, runs in raw.items()}
+
+
+def _profile_from(raw: dict[str, Any] | None) -> ProfileSummary | None:
+    if raw is None:
+        return None
+    return ProfileSummary(
+        samples=raw["samples"],
+        **{
+            key: tuple(HotSpot(**spot) for spot in raw[key])
+            for key in ("functions", "cumulative", "files")
+        },
+    )
+
+
+def from_json(data: dict[str, Any]) -> Results:
+    """
+    The L{Results} that L{to_json} wrote (its derived figures are
+    recomputed, not read).
+    """
+    return Results(
+        meta=dict(data["meta"]),
+        select=[
+            SelectRow(
+                tls=row["tls"],
+                mode=row["mode"],
+                clients=row["clients"],
+                runs=_runs_from(row["runs"], PgbenchRun),
+                errors=list(row["errors"]),
+            )
+            for row in data["select"]
+        ],
+        connect=[
+            ConnectRow(
+                clients=row["clients"],
+                runs=_runs_from(row["runs"], ConnectRun),
+                errors=list(row["errors"]),
+            )
+            for row in data["connect"]
+        ],
+        bigselect=[
+            BigSelectRow(
+                rows=row["rows"],
+                wire_bytes=row["wire_bytes"],
+                runs=_runs_from(row["runs"], BigSelectRun),
+                errors=list(row["errors"]),
+            )
+            for row in data["bigselect"]
+        ],
+        idle=[
+            IdleRow(**{k: v for k, v in row.items() if k != "per_session_kib"})
+            for row in data["idle"]
+        ],
+        profile=_profile_from(data["profile"]),
+        profile_workload=data["profile_workload"],
+    )

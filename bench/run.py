@@ -47,6 +47,7 @@ from bench.report import (
     IdleRow,
     Results,
     SelectRow,
+    from_json,
     render_markdown,
     to_json,
 )
@@ -645,14 +646,11 @@ def _check_prerequisites() -> None:
             raise BenchError(f"{tool} is not installed (run: make setup)")
 
 
-def write_results(results: Results, complete: bool) -> list[Path]:
+def write_results(results: Results) -> list[Path]:
     """
     C{latest.md}, C{latest.json} and the chart under C{bench/results/}.
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results.meta["load average at end"] = _load()
-    if not complete:
-        results.meta["status"] = "INCOMPLETE: the run stopped early"
     written = [RESULTS / "latest.md", RESULTS / "latest.json"]
     written[0].write_text(render_markdown(results))
     written[1].write_text(json.dumps(to_json(results), indent=2) + "\n")
@@ -676,6 +674,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy")
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        type=Path,
+        help="measure nothing: write latest.md and the chart again from a "
+        "latest.json (after a change to the report's layout)",
+    )
     return parser.parse_args(argv)
 
 
@@ -697,6 +702,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Run the benchmarks; 0 if every measurement succeeded.
     """
     args = _parse_args(argv)
+    if args.render is not None:
+        results = from_json(json.loads(args.render.read_text()))
+        for path in write_results(results):
+            print(f"bench: wrote {path.relative_to(ROOT)}", file=sys.stderr)
+        return 0
+
     settings = Settings.smoke() if args.quick else Settings.full()
     if (
         args.no_profile
@@ -729,7 +740,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             services.stop()
     if bench is None:
         return 1
-    for path in write_results(bench.results, complete):
+    bench.results.meta["load average at end"] = _load()
+    if not complete:
+        bench.results.meta["status"] = "INCOMPLETE: the run stopped early"
+    for path in write_results(bench.results):
         print(f"bench: wrote {path.relative_to(ROOT)}", file=sys.stderr)
     return 0 if complete and not _has_errors(bench.results) else 1
 

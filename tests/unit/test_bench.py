@@ -35,6 +35,7 @@ from bench.report import (
     SelectRow,
     TargetCheck,
     evaluate_targets,
+    from_json,
     median,
     ratio,
     render_markdown,
@@ -355,6 +356,19 @@ class ReportTests(SynchronousTestCase):
         verdicts = {t["name"]: t["met"] for t in data["targets"]}
         name = "select-only 8 clients, simple, TLS off: hoopgate / pgbouncer TPS"
         assert verdicts[name] is False
+
+    def test_json_round_trip(self) -> None:
+        """
+        L{from_json} reads back what L{to_json} wrote: the same report.
+        """
+        results = self.results()
+        results.profile = summarize(parse_collapsed(PROFILE.splitlines()))
+        results.idle.append(IdleRow(False, 100, 1000, 5000, 4000))
+
+        again = from_json(json.loads(json.dumps(to_json(results))))
+
+        assert again == results
+        assert render_markdown(again) == render_markdown(results)
 
 
 class ProfileTests(SynchronousTestCase):
