@@ -195,7 +195,10 @@ class StatementReceived(Event):
         statement_name: The prepared-statement name (extended path).
         parts: The statements C{text} holds, classified; empty when the
             plugin has no classifier (policy then treats the text as
-            one statement of effect C{unknown}).
+            one statement of effect C{unknown}) or when the text holds
+            no statement (only comments).
+        classified: Whether the plugin's classifier produced C{parts};
+            with C{parts} empty, the text holds nothing that runs.
     """
 
     name: ClassVar[str] = "statement"
@@ -205,6 +208,7 @@ class StatementReceived(Event):
     path: str = "simple"
     statement_name: str = ""
     parts: tuple[StatementPart, ...] = ()
+    classified: bool = False
 
 
 @frozen(kw_only=True)

@@ -774,9 +774,11 @@ def statement_parts(event: StatementReceived) -> tuple[StatementPart, ...]:
 
     A plugin without a classifier leaves C{parts} empty: the text then
     counts as one part of effect C{unknown}, unless it holds nothing but
-    blanks and semicolons, which run nothing in any SQL dialect.
+    blanks and semicolons, which run nothing in any SQL dialect.  A
+    plugin that did classify the text (C{classified}) and found no
+    statement in it (only comments) leaves nothing to judge.
     """
-    if event.parts:
+    if event.parts or event.classified:
         return event.parts
     if not event.text.strip(" \t\r\n\f\v;"):
         return ()

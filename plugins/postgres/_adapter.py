@@ -668,6 +668,7 @@ class ClientConnection(protocol.Protocol):
             text=text,
             path="simple",
             parts=self._parts(text),
+            classified=True,
         )
         verdict = self._judge(event, frame, out)
         if verdict is not None:
@@ -703,6 +704,7 @@ class ClientConnection(protocol.Protocol):
             path="extended",
             statement_name=name,
             parts=self._parts(text),
+            classified=True,
         )
         verdict = self._judge(event, frame, out)
         if verdict is not None:

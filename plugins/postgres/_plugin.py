@@ -15,6 +15,7 @@ from hoopgate.plugin import (
     ConfigReader,
     IGateway,
     IProtocolPlugin,
+    IStatementClassifier,
     ListenerConfig,
     StatementPart,
     server_tls_options,
@@ -26,7 +27,7 @@ from hoopgate_plugins.postgres._sql import classify
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
-@implementer(IProtocolPlugin)
+@implementer(IProtocolPlugin, IStatementClassifier)
 class PostgresPlugin:
     """
     Relays PostgreSQL sessions.

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import textwrap
 
+import attrs
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
@@ -1081,6 +1082,21 @@ class UnclassifiedTests(SynchronousTestCase):
 
         assert statement_parts(event) == ()
         assert judged(READ_ONLY, event) is ALLOW
+
+    def test_classified_without_statements(self) -> None:
+        """
+        Text the plugin classified and found no statement in (a comment,
+        as pgx's ping sends) leaves nothing to judge, even for an
+        allow-list; unclassified text of the same words is unknown.
+        """
+        text = "-- ping"
+        classified = attrs.evolve(statement(text=text), classified=True)
+
+        assert statement_parts(classified) == ()
+        assert judged(READ_ONLY, classified) is ALLOW
+        assert denied_by(judged(READ_ONLY, statement(text=text))) == (
+            "analysts-read-only"
+        )
 
     def test_problem_fails_every_applicable_rule(self) -> None:
         """

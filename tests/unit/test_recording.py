@@ -131,6 +131,7 @@ class RecorderTests(RecorderTestCase):
                 "path": "simple",
                 "statement_name": "",
                 "parts": [],
+                "classified": False,
             }
         ]
         assert FORMAT_VERSION == 1
