@@ -125,6 +125,7 @@ class AccessInterceptor:
                     _ACCESS_MESSAGE,
                     f"{event.identity.subject} may not reach {event.target}: {why}",
                     decision.decided_by,
+                    subject=event.identity.subject,
                 )
             )
 
@@ -136,6 +137,7 @@ class AccessInterceptor:
                     _ACCESS_MESSAGE,
                     f"rule {rule.name} does not allow login {event.login}",
                     rule.name,
+                    subject=event.identity.subject,
                 )
             )
         return ALLOW
@@ -301,7 +303,7 @@ class Gateway:
         reason: DenyReason,
         recorded: bool = False,
     ) -> Deferred[Session]:
-        subject = request.identity.subject if request.identity else None
+        subject = request.identity.subject if request.identity else reason.subject
         self._log.warn(
             "Refused {protocol} session {session_id} from {peer} to {target}: "
             "{code} ({detail})",
@@ -362,7 +364,7 @@ class Gateway:
         expires = session.identity.expires_at
         on_expiry = session.rule.on_token_expiry
         if on_expiry == "close" and expires is not None:
-            delay = max(0.0, expires - session.started)
+            delay = max(0.0, expires - self.reactor.seconds())
             if delay < limit:
                 timers.append(
                     self.reactor.callLater(

@@ -31,12 +31,15 @@ class DenyReason:
         message: A short generic text safe to show the client.
         detail: The precise reason for the log and the recording.
         rule: The policy rule that decided, if one did.
+        subject: Who was refused, when a credential proved it (so that
+            a refused session's record names the caller).
     """
 
     code: str
     message: str
     detail: str = ""
     rule: str | None = None
+    subject: str | None = None
 
 
 class RowTransformer(Protocol):
