@@ -1,0 +1,3 @@
+"""
+The SSH protocol plugin: OpenSSH clients reach targets through the gateway.
+"""

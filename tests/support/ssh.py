@@ -1,0 +1,392 @@
+"""
+SSH through the gateway under test: configuration, fixtures, clients.
+
+L{start_ssh_gateway} starts C{twistd hoopgate} (L{tests.support.gateway})
+with an SSH listener and SSH targets in front of the test sshd of
+C{tests/services.sh} added to its configuration:
+
+  - target C{box}: the sshd on C{SSH_PORT} as C{root} with the client key
+    the test servers authorised; forwards allowed only to the test
+    PostgreSQL and to the sshd itself (a server that speaks first), both
+    as C{127.0.0.1}; environment names C{LANG},
+    C{LC_*} and C{HG_TEST_OK*} pass;
+  - target C{box_keepalive}: the same sshd on C{SSH_KEEPALIVE_PORT},
+    whose sessions get sshd's own keepalives every second;
+  - access rule C{ssh-ci}: C{ci-runner} may reach both, as the
+    credential set's account or as C{LOGIN@TARGET} with login C{root}.
+    C{ci-runner}'s PostgreSQL rule covers only the PostgreSQL targets.
+
+Clients are the real OpenSSH C{ssh}, C{scp} and C{sftp}: the token is
+the answer to the gateway's keyboard-interactive prompt, given by an
+C{SSH_ASKPASS} script (L{OpenSSH.env}), never on a command line.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.gateway import (
+    TARGETS,
+    RunningGateway,
+    free_ports,
+    start_gateway,
+    wait_for,
+)
+from tests.support.servers import SSH_SERVER_VARS, require_env
+
+__all__ = [
+    "SSH_TARGETS",
+    "OpenSSH",
+    "SshGateway",
+    "ssh_gateway",
+    "ssh_servers",
+    "start_ssh_gateway",
+]
+
+#: SSH targets of the gateway under test.
+SSH_TARGETS = ("box", "box_keepalive")
+
+#: Seconds any client command may take.
+COMMAND_TIMEOUT = 120.0
+
+
+def _q(value: str | int) -> str:
+    # A YAML double-quoted scalar.
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def _ssh_yaml(servers: dict[str, str], port: int, host_key: Path) -> dict[str, str]:
+    listener = f"""\
+  - name: ssh
+    protocol: ssh
+    listen: "tcp:{port}:interface=127.0.0.1"
+    host_key: {_q(str(host_key))}
+    failure_delay: 0.2s
+    login_timeout: 30s
+"""
+    targets = ""
+    for name, key in (("box", "SSH_PORT"), ("box_keepalive", "SSH_KEEPALIVE_PORT")):
+        targets += f"""\
+  - name: {name}
+    protocol: ssh
+    host: {servers["SSH_HOST"]}
+    port: {int(servers[key])}
+    known_hosts: {_q(servers["SSH_KNOWN_HOSTS"])}
+    forward_to: [{_q("127.0.0.1:" + servers["PG_PORT"])}, {_q("127.0.0.1:" + servers["SSH_PORT"])}]
+    accept_env: [LANG, "LC_*", "HG_TEST_OK*"]
+    private_keys:
+      - credential: main
+        file: {_q(servers["SSH_CLIENT_KEY"])}
+    credentials:
+      - name: main
+        user: {servers["SSH_USER"]}
+"""
+    rule = f"""\
+    - name: ssh-ci
+      subjects: [ci-runner]
+      targets: [{", ".join(SSH_TARGETS)}]
+      credential: main
+      logins: [{servers["SSH_USER"]}]
+      session_limit: 1h
+      on_token_expiry: close
+"""
+    return {"listener": listener, "targets": targets, "rule": rule}
+
+
+def _add_ssh(text: str, parts: dict[str, str]) -> str:
+    """
+    Insert the SSH listener, targets and rule into the gateway's
+    configuration text (L{tests.support.gateway.render_config}).
+    """
+    for key, anchor in (("listener", "listeners:\n"), ("targets", "targets:\n")):
+        if text.count(anchor) != 1:
+            raise AssertionError(f"configuration has no single {anchor!r}")
+        text = text.replace(anchor, anchor + parts[key])
+    if not text.endswith("\n"):
+        text += "\n"
+    return text + parts["rule"]
+
+
+class SshGateway:
+    """
+    A gateway with an SSH listener, and how OpenSSH clients reach it.
+
+    Attributes:
+        gateway: The running gateway (recordings, logs, tokens).
+        servers: The test servers' environment, SSH variables included.
+        port: The SSH listener's port.
+        host_key: The gateway's host private key file.
+        known_hosts: A known-hosts file naming the gateway's host key.
+    """
+
+    def __init__(
+        self, gateway: RunningGateway, servers: dict[str, str], port: int
+    ) -> None:
+        self.gateway = gateway
+        self.servers = servers
+        self.port = port
+        self.host_key = gateway.directory / "ssh_host_ed25519"
+        self.known_hosts = gateway.directory / "known_hosts_gateway"
+        public = (self.host_key.parent / (self.host_key.name + ".pub")).read_text()
+        self.known_hosts.write_text(
+            f"[127.0.0.1]:{port} {' '.join(public.split()[:2])}\n", encoding="ascii"
+        )
+
+    def client(self, token: str | None = None) -> OpenSSH:
+        """
+        OpenSSH clients logging in to the gateway with C{token} (a fresh
+        C{ci-runner} token by default).
+        """
+        if token is None:
+            token = self.gateway.token()
+        return OpenSSH.through(self, token)
+
+    def direct(self) -> OpenSSH:
+        """
+        OpenSSH clients logging in to the test sshd directly with the
+        client key: the ground truth.
+        """
+        return OpenSSH.direct(self.servers, self.gateway.directory)
+
+    def stop(self) -> int:
+        return self.gateway.stop()
+
+
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(mode)
+
+
+class OpenSSH:
+    """
+    Argument lists and environment for C{ssh}, C{scp} and C{sftp}.
+
+    Attributes:
+        host: The address to connect to.
+        port: Its port.
+        options: C{-o} options common to the three programs.
+        env: The environment to run them with.
+    """
+
+    def __init__(self, host: str, port: int, options: list[str], env: dict[str, str]):
+        self.host = host
+        self.port = port
+        self.options = options
+        self.env = env
+
+    @classmethod
+    def through(cls, gateway: SshGateway, token: str) -> OpenSSH:
+        directory = gateway.gateway.directory
+        token_file = directory / f"token-{os.getpid()}-{id(token)}"
+        _write_private(token_file, token)
+        askpass = directory / f"askpass-{os.getpid()}-{id(token)}"
+        _write_private(askpass, f"#!/bin/sh\nexec cat '{token_file}'\n", 0o700)
+        env = _base_env()
+        env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force")
+        options = [
+            f"UserKnownHostsFile={gateway.known_hosts}",
+            "PubkeyAuthentication=no",
+            "PreferredAuthentications=keyboard-interactive,password",
+            "NumberOfPasswordPrompts=1",
+        ]
+        return cls("127.0.0.1", gateway.port, _common(options), env)
+
+    @classmethod
+    def direct(cls, servers: dict[str, str], directory: Path) -> OpenSSH:
+        options = [
+            f"UserKnownHostsFile={servers['SSH_KNOWN_HOSTS']}",
+            f"IdentityFile={servers['SSH_CLIENT_KEY']}",
+            "IdentitiesOnly=yes",
+            "BatchMode=yes",
+        ]
+        return cls(
+            servers["SSH_HOST"], int(servers["SSH_PORT"]), _common(options), _base_env()
+        )
+
+    def _o(self, extra: Sequence[str]) -> list[str]:
+        argv: list[str] = []
+        for option in [*self.options, *extra]:
+            argv += ["-o", option]
+        return argv
+
+    def ssh_argv(
+        self, login: str, *command: str, flags: Sequence[str] = ()
+    ) -> list[str]:
+        """
+        C{ssh} as C{login} (C{TARGET} or C{LOGIN@TARGET}) with C{flags},
+        running C{command}.
+        """
+        # ssh takes the first value of an option: the caller's go first.
+        return [
+            "ssh",
+            *flags,
+            *self._o(()),
+            "-p",
+            str(self.port),
+            "-l",
+            login,
+            self.host,
+            *command,
+        ]
+
+    def ssh(
+        self,
+        login: str,
+        *command: str,
+        flags: Sequence[str] = (),
+        input: bytes | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """
+        Run C{ssh} and return its result, whatever its exit status.
+        """
+        return subprocess.run(
+            self.ssh_argv(login, *command, flags=flags),
+            env=self.env,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def scp(
+        self, login: str, *args: str, timeout: float = COMMAND_TIMEOUT
+    ) -> subprocess.CompletedProcess[bytes]:
+        """
+        Run C{scp}; C{REMOTE:path} in C{args} names a path on C{login}.
+        """
+        argv = ["scp", *self._o(()), "-P", str(self.port)]
+        argv += [a.replace("REMOTE:", f"{login}@{self.host}:") for a in args]
+        return subprocess.run(
+            argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def sftp_batch(
+        self, login: str, batch: str, timeout: float = COMMAND_TIMEOUT
+    ) -> subprocess.CompletedProcess[bytes]:
+        """
+        Run C{sftp -b -} with C{batch} on its standard input.
+        """
+        argv = ["sftp", *self._o(()), "-P", str(self.port), "-b", "-"]
+        argv.append(f"{login}@{self.host}")
+        return subprocess.run(
+            argv,
+            env=self.env,
+            input=batch.encode(),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def popen(
+        self, login: str, *command: str, flags: Sequence[str] = (), **kwargs: Any
+    ) -> subprocess.Popen[bytes]:
+        """
+        Start C{ssh} in the background (forwards); the caller stops it.
+        """
+        return subprocess.Popen(
+            self.ssh_argv(login, *command, flags=flags), env=self.env, **kwargs
+        )
+
+
+def _base_env() -> dict[str, str]:
+    keep = ("PATH", "LANG", "LC_ALL", "TMPDIR")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["HOME"] = os.environ.get("HOME", "/root")
+    return env
+
+
+def _common(options: list[str]) -> list[str]:
+    return [
+        *options,
+        "StrictHostKeyChecking=yes",
+        "GlobalKnownHostsFile=/dev/null",
+        "ConnectTimeout=10",
+        "LogLevel=ERROR",
+        "ControlMaster=no",
+        "ControlPath=none",
+        "ForwardAgent=no",
+        "ForwardX11=no",
+        "ServerAliveInterval=0",
+    ]
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def start_ssh_gateway(
+    servers: dict[str, str],
+    directory: Path,
+    *,
+    timeout: float = 30.0,
+) -> SshGateway:
+    """
+    Start the gateway with the SSH listener and targets added; wait until
+    the SSH listener accepts.
+    """
+    (port,) = free_ports(1)
+    host_key = directory / "ssh_host_ed25519"
+    parts = _ssh_yaml(servers, port, host_key)
+    running = start_gateway(
+        servers,
+        directory,
+        ci_targets=tuple(TARGETS),
+        edit=lambda text: _add_ssh(text, parts),
+        timeout=timeout,
+    )
+    try:
+        wait_for(lambda: _accepts(port), timeout, "the gateway's SSH listener")
+        mode = stat.S_IMODE(host_key.stat().st_mode)
+        if mode != 0o600:
+            raise AssertionError(f"host key {host_key} has mode {mode:o}")
+        return SshGateway(running, servers, port)
+    except BaseException:
+        running.stop()
+        raise
+
+
+@pytest.fixture(scope="session")
+def ssh_servers(servers: dict[str, str]) -> dict[str, str]:
+    """
+    The test servers' environment with the sshd's variables; fails or
+    skips like C{servers} when they are missing.
+    """
+    ssh = require_env(SSH_SERVER_VARS, "test sshd")
+    return {**servers, **ssh}
+
+
+@pytest.fixture(scope="module")
+def ssh_gateway(
+    ssh_servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SshGateway]:
+    """
+    A gateway with the SSH listener in front of the test sshd, one per
+    test module.
+    """
+    running = start_ssh_gateway(ssh_servers, tmp_path_factory.mktemp("sshgw"))
+    try:
+        yield running
+    finally:
+        running.stop()
