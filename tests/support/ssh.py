@@ -214,9 +214,9 @@ class OpenSSH:
             servers["SSH_HOST"], int(servers["SSH_PORT"]), _common(options), _base_env()
         )
 
-    def _o(self, extra: Sequence[str]) -> list[str]:
+    def _o(self, first: Sequence[str]) -> list[str]:
         argv: list[str] = []
-        for option in [*self.options, *extra]:
+        for option in [*first, *self.options]:
             argv += ["-o", option]
         return argv
 
@@ -284,7 +284,11 @@ class OpenSSH:
         """
         Run C{sftp -b -} with C{batch} on its standard input.
         """
-        argv = ["sftp", *self._o(()), "-P", str(self.port), "-b", "-"]
+        # sftp -b adds BatchMode=yes, which disables the askpass answer;
+        # ssh takes an option's first value, so this one comes first.
+        # (Certificate logins, the main path, need no prompt at all.)
+        argv = ["sftp", *self._o(["BatchMode=no"]), "-P", str(self.port)]
+        argv += ["-b", "-"]
         argv.append(f"{login}@{self.host}")
         return subprocess.run(
             argv,
