@@ -319,6 +319,119 @@ start_ssh() {
 
 stop_ssh() { stop_pid "$RUN/ssh.pid"; }
 
+# --- Redis, OpenLDAP slapd and an SMTP sink (approvals) ------------------------
+#
+# Redis 7 with requirepass (the password reaches redis-server through a 0600
+# config file, never argv); slapd 2.5 with the memberof overlay, loaded from
+# tests/ldap/data.ldif over LDAP (so memberOf is maintained), StartTLS and an
+# ldaps:// port with the run's certificate, every person's password set with
+# ldappasswd (hashed by slapd); the SMTP sink tests/smtp/sink.py writing each
+# mail as a file into a maildir, offering STARTTLS. Recipes: TEST-SERVERS.md
+# sections 6 and 7. Ports: REDIS_PORT, LDAP_PORT, LDAPS_PORT, SMTP_PORT
+# (default: free loopback ports).
+
+LDAP_BASE=dc=example,dc=org
+LDAP_ADMIN_DN=cn=admin,$LDAP_BASE
+LDAP_PEOPLE="alice bob carol dave ci-runner"
+
+used_ports() {
+  echo "${PG_PORT:-} ${OIDC_PORT:-} ${SSH_PORT:-} ${SSH_KEEPALIVE_PORT:-}" \
+    "${REDIS_PORT:-} ${LDAP_PORT:-} ${LDAPS_PORT:-} ${SMTP_PORT:-}"
+}
+
+redis_ping() {
+  REDISCLI_AUTH=$REDIS_PASSWORD redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping \
+    | grep -q PONG
+}
+
+start_redis() {
+  local R=$RUN/redis
+  command -v redis-server > /dev/null || die "redis-server is not installed (run: make setup)"
+  # shellcheck disable=SC2046
+  REDIS_PORT=${REDIS_PORT:-$(other_port $(used_ports))}
+  mkdir -p "$R"
+  REDIS_PASSWORD=$(random_secret)
+  write_secret "$R/redis.pw" "$REDIS_PASSWORD"
+  (umask 077; printf 'requirepass %s\n' "$REDIS_PASSWORD" > "$R/redis.conf")
+  redis-server "$R/redis.conf" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+    --appendonly no --daemonize no --dir "$R" --logfile "$R/redis.log" \
+    < /dev/null > /dev/null 2>&1 &
+  echo $! > "$RUN/redis.pid"
+  wait_ready "Redis" "$RUN/redis.pid" "$R/redis.log" redis_ping
+  REDIS_HOST=127.0.0.1 REDIS_PASSWORD_FILE=$R/redis.pw
+}
+
+stop_redis() { stop_pid "$RUN/redis.pid"; }
+
+write_slapd_conf() {
+  local L=$1 SCH=/etc/ldap/schema
+  printf '%s\n' \
+    "include $SCH/core.schema" "include $SCH/cosine.schema" \
+    "include $SCH/inetorgperson.schema" "include $SCH/nis.schema" \
+    "modulepath /usr/lib/ldap" "moduleload back_mdb" "moduleload memberof" \
+    "pidfile $L/slapd.pid" "argsfile $L/slapd.args" \
+    "TLSCertificateFile $L/tls.crt" "TLSCertificateKeyFile $L/tls.key" \
+    "database mdb" "maxsize 67108864" "suffix \"$LDAP_BASE\"" \
+    "rootdn \"$LDAP_ADMIN_DN\"" "rootpw $(slappasswd -s "$LDAP_ADMIN_PASSWORD")" \
+    "directory $L/db" "index objectClass,member,uniqueMember,mail,uid eq" \
+    "overlay memberof" \
+    "access to attrs=userPassword by self write by anonymous auth by * none" \
+    "access to * by * read" > "$L/slapd.conf"
+  chmod 600 "$L/slapd.conf"
+}
+
+ldap_up() { ldapsearch -x -H "$LDAP_URL" -b "" -s base > /dev/null; }
+
+start_ldap() {
+  local L=$RUN/ldap who
+  [ -x /usr/sbin/slapd ] || die "slapd is not installed (run: make setup)"
+  command -v ldapadd > /dev/null || die "ldap-utils is not installed (run: make setup)"
+  # shellcheck disable=SC2046
+  LDAP_PORT=${LDAP_PORT:-$(other_port $(used_ports))}
+  # shellcheck disable=SC2046
+  LDAPS_PORT=${LDAPS_PORT:-$(other_port $(used_ports))}
+  LDAP_URL=ldap://127.0.0.1:$LDAP_PORT
+  LDAPS_URL=ldaps://127.0.0.1:$LDAPS_PORT
+  mkdir -p "$L/db"
+  cp "$RUN/tls.crt" "$RUN/tls.key" "$L/"
+  LDAP_ADMIN_PASSWORD=$(random_secret)
+  LDAP_USER_PASSWORD=$(random_secret)
+  LDAP_ADMIN_PASSWORD_FILE=$L/admin.pw LDAP_USER_PASSWORD_FILE=$L/user.pw
+  write_secret "$LDAP_ADMIN_PASSWORD_FILE" "$LDAP_ADMIN_PASSWORD"
+  write_secret "$LDAP_USER_PASSWORD_FILE" "$LDAP_USER_PASSWORD"
+  write_slapd_conf "$L"
+  # -d 0: stays in the foreground (its PID is $!), logs nothing but errors.
+  /usr/sbin/slapd -f "$L/slapd.conf" -h "$LDAP_URL/ $LDAPS_URL/" -d 0 \
+    < /dev/null > "$L/slapd.out" 2>&1 &
+  echo $! > "$RUN/ldap.pid"
+  wait_ready "slapd" "$RUN/ldap.pid" "$L/slapd.out" ldap_up
+  if ! ldapadd -x -H "$LDAP_URL" -D "$LDAP_ADMIN_DN" -y "$LDAP_ADMIN_PASSWORD_FILE" \
+      -f "$ROOT/tests/ldap/data.ldif" > "$L/load.log" 2>&1; then
+    log "loading tests/ldap/data.ldif failed"; show_log "$L/load.log"; return 1
+  fi
+  for who in $LDAP_PEOPLE; do
+    ldappasswd -x -H "$LDAP_URL" -D "$LDAP_ADMIN_DN" -y "$LDAP_ADMIN_PASSWORD_FILE" \
+      -T "$LDAP_USER_PASSWORD_FILE" "uid=$who,ou=people,$LDAP_BASE" >> "$L/load.log" 2>&1 \
+      || { log "setting the password of $who failed"; show_log "$L/load.log"; return 1; }
+  done
+}
+
+stop_ldap() { stop_pid "$RUN/ldap.pid"; }
+
+start_smtp() {
+  local M=$RUN/smtp
+  # shellcheck disable=SC2046
+  SMTP_PORT=${SMTP_PORT:-$(other_port $(used_ports))}
+  SMTP_HOST=127.0.0.1 SMTP_MAILDIR=$M/maildir
+  mkdir -p "$M"
+  "$PY" "$ROOT/tests/smtp/sink.py" --port "$SMTP_PORT" --maildir "$SMTP_MAILDIR" \
+    --cert "$RUN/tls.crt" --key "$RUN/tls.key" < /dev/null > "$M/sink.log" 2>&1 &
+  echo $! > "$RUN/smtp.pid"
+  wait_ready "SMTP sink" "$RUN/smtp.pid" "$M/sink.log" tcp_open "$SMTP_PORT"
+}
+
+stop_smtp() { stop_pid "$RUN/smtp.pid"; }
+
 # --- env file ----------------------------------------------------------------
 
 # Shell assignments for `set -a; . $RUN/env`. It holds passwords: root-only.
@@ -330,7 +443,11 @@ write_env() {
         PG_SUPERUSER_PASSWORD APP_PASSWORD APP_RO_PASSWORD MD_PASSWORD \
         SSLONLY_PASSWORD OIDC_ISSUER OIDC_AUDIENCE OIDC_KEY_FILE \
         TLS_CERT TLS_KEY SSH_HOST SSH_PORT SSH_KEEPALIVE_PORT SSH_USER \
-        SSH_CLIENT_KEY SSH_HOST_KEY_PUB SSH_KNOWN_HOSTS; do
+        SSH_CLIENT_KEY SSH_HOST_KEY_PUB SSH_KNOWN_HOSTS \
+        REDIS_HOST REDIS_PORT REDIS_PASSWORD REDIS_PASSWORD_FILE \
+        LDAP_URL LDAPS_URL LDAP_PORT LDAPS_PORT LDAP_BASE LDAP_ADMIN_DN \
+        LDAP_ADMIN_PASSWORD LDAP_ADMIN_PASSWORD_FILE LDAP_USER_PASSWORD \
+        LDAP_USER_PASSWORD_FILE SMTP_HOST SMTP_PORT SMTP_MAILDIR; do
       printf '%s=%q\n' "$name" "${!name}"
     done > "$RUN/env.tmp"
   )
@@ -354,6 +471,9 @@ cmd_start() {
   start_pg
   start_oidc
   start_ssh
+  start_redis
+  start_ldap
+  start_smtp
 
   HG_RUN=$RUN PG_HOST=127.0.0.1 PG_SOCKET_DIR=$RUN/pg PG_DATABASE=appdb
   TLS_CERT=$RUN/tls.crt TLS_KEY=$RUN/tls.key
@@ -361,6 +481,7 @@ cmd_start() {
   STARTED=1
   echo "services.sh: PostgreSQL on 127.0.0.1:$PG_PORT, OIDC issuer $OIDC_ISSUER"
   echo "services.sh: sshd on 127.0.0.1:$SSH_PORT (keepalive port $SSH_KEEPALIVE_PORT)"
+  echo "services.sh: Redis on 127.0.0.1:$REDIS_PORT, slapd $LDAP_URL ($LDAPS_URL), SMTP sink on 127.0.0.1:$SMTP_PORT"
   echo "services.sh: wrote $RUN/env  (set -a; . $RUN/env; set +a)"
 }
 
@@ -377,6 +498,9 @@ cmd_stop() {
   [ -n "$RUN" ] || die "HG_RUN is not set: which run directory should be stopped?"
   [ -d "$RUN" ] || { log "$RUN does not exist; nothing to stop"; return 0; }
   [ -f "$RUN/$MARKER" ] || die "$RUN was not made by tests/services.sh; not touching it"
+  stop_smtp
+  stop_ldap
+  stop_redis
   stop_ssh
   stop_oidc
   stop_pg

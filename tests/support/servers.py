@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 __all__ = [
+    "APPROVAL_SERVER_VARS",
     "SERVER_VARS",
     "SSH_SERVER_VARS",
+    "approval_servers",
     "pg_connect_args",
     "require_env",
     "servers_required",
@@ -57,6 +59,28 @@ SSH_SERVER_VARS: tuple[str, ...] = (
     "SSH_CLIENT_KEY",  # the private key authorized on the target (ed25519)
     "SSH_HOST_KEY_PUB",  # the target's host public key
     "SSH_KNOWN_HOSTS",  # [127.0.0.1]:PORT entries for both ports
+)
+
+# Redis, slapd and the SMTP sink, for approvals; also written by
+# tests/services.sh. Fixture: approval_servers (below).
+APPROVAL_SERVER_VARS: tuple[str, ...] = (
+    "REDIS_HOST",  # 127.0.0.1
+    "REDIS_PORT",
+    "REDIS_PASSWORD",  # requirepass; also in REDIS_PASSWORD_FILE
+    "REDIS_PASSWORD_FILE",
+    "LDAP_URL",  # ldap://127.0.0.1:PORT (StartTLS offered, certificate TLS_CERT)
+    "LDAPS_URL",  # ldaps://127.0.0.1:PORT
+    "LDAP_PORT",
+    "LDAPS_PORT",
+    "LDAP_BASE",  # dc=example,dc=org; entries: tests/ldap/data.ldif
+    "LDAP_ADMIN_DN",  # cn=admin,dc=example,dc=org (rootdn)
+    "LDAP_ADMIN_PASSWORD",
+    "LDAP_ADMIN_PASSWORD_FILE",
+    "LDAP_USER_PASSWORD",  # every person's userPassword (alice, bob, ...)
+    "LDAP_USER_PASSWORD_FILE",
+    "SMTP_HOST",  # 127.0.0.1; the sink offers STARTTLS with TLS_CERT
+    "SMTP_PORT",
+    "SMTP_MAILDIR",  # each mail a file in SMTP_MAILDIR/new
 )
 
 
@@ -123,3 +147,17 @@ def pg_connect_args(
         args["password"] = password
     args.update(extra)
     return args
+
+
+@pytest.fixture(scope="session")
+def approval_servers() -> dict[str, str]:
+    """
+    The test servers of approvals: PostgreSQL and the OIDC issuer (every
+    name of C{SERVER_VARS}) plus Redis, slapd and the SMTP sink (every
+    name of C{APPROVAL_SERVER_VARS}). Fails or skips the test as
+    L{require_env} does when they were not started.
+    """
+    return require_env(
+        SERVER_VARS + APPROVAL_SERVER_VARS,
+        "test servers (PostgreSQL, OIDC issuer, Redis, slapd, SMTP sink)",
+    )
