@@ -42,6 +42,7 @@ from hoopgate.plugin import (
     Event,
     Hold,
     Notice,
+    Rewrite,
     Verdict,
 )
 from hoopgate_plugins.ssh import _codec as c
@@ -696,6 +697,13 @@ class Relay:
             if isinstance(verdict, Deny):
                 self._refuse_command(pair, verdict, slot)
                 items = [Close()]
+            elif (
+                request.name == "exec"
+                and isinstance(verdict, Rewrite)
+                and isinstance(verdict.event, CommandReceived)
+            ):
+                rest = c.command(verdict.event.command)
+                items = [Request(request.name, rest, request.slot)]
             else:
                 items = [request]
             held.items = items

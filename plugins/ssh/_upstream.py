@@ -119,8 +119,14 @@ class UpstreamTransport(SSHClientTransport):
         self.host_key_fingerprint = ""
         self.server_version = ""
         self._failed = False
+        self._abandoned = False
 
     def connectionMade(self) -> None:
+        if self._abandoned:
+            # The client left while the TCP connection was being made.
+            assert self.transport is not None
+            self.transport.loseConnection()
+            return
         self.gate = attach_gate(self.transport, self._owner.upstream_resumed)
         SSHClientTransport.connectionMade(self)
 
@@ -168,6 +174,8 @@ class UpstreamTransport(SSHClientTransport):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         super().connectionLost(reason)
+        if self._abandoned:
+            return
         if self.ready:
             self._owner.upstream_lost()
         else:
@@ -181,6 +189,7 @@ class UpstreamTransport(SSHClientTransport):
         End the connection (the client is gone).
         """
         self._failed = True
+        self._abandoned = True
         if self.transport is not None and getattr(self.transport, "connected", False):
             detach_gate(self.transport)
             self.ready = False

@@ -290,3 +290,48 @@ class TestFlowControl:
 
         assert total == size
         assert during - before < 48 * 1024, f"RSS grew {during - before} KiB"
+
+
+class TestTargetFailures:
+    """
+    The gateway fails closed toward targets it cannot trust or reach.
+    """
+
+    def test_unreachable(self, ssh_gateway: SshGateway) -> None:
+        """
+        Nothing listens: the client is told the target cannot be reached.
+        """
+        result = ssh_gateway.client().ssh("box_down", "true")
+
+        assert result.returncode == 255
+        assert b"could not reach the target" in result.stderr
+
+    def test_host_key_mismatch(self, ssh_gateway: SshGateway) -> None:
+        """
+        A target presenting another host key than the pinned one is never
+        logged in to; the log names the key it presented.
+        """
+        gateway = ssh_gateway.gateway
+
+        result = ssh_gateway.client().ssh("box_wrong_key", "echo reached")
+
+        assert result.returncode == 255
+        assert b"reached" not in result.stdout
+        assert b"host key is not the expected one" in result.stderr
+        wait_for(
+            lambda: gateway.files_containing("is not one pinned for the target"),
+            10,
+            "the host key mismatch in the log",
+        )
+
+    def test_token_expiry_ends_session(self, ssh_gateway: SshGateway) -> None:
+        """
+        A session whose token expires is ended with a message saying so.
+        """
+        token = ssh_gateway.gateway.token(ttl=3)
+
+        result = ssh_gateway.client(token).ssh("box", "sleep 30; echo late")
+
+        assert result.returncode == 255
+        assert b"late" not in result.stdout
+        assert b"token expired" in result.stderr

@@ -12,7 +12,11 @@ C{tests/services.sh} added to its configuration:
     C{LC_*} and C{HG_TEST_OK*} pass;
   - target C{box_keepalive}: the same sshd on C{SSH_KEEPALIVE_PORT},
     whose sessions get sshd's own keepalives every second;
-  - access rule C{ssh-ci}: C{ci-runner} may reach both, as the
+  - target C{box_down}: a loopback port nothing listens on (its host
+    key given inline, as C{host_keys});
+  - target C{box_wrong_key}: the sshd again, but pinned to a key that is
+    not its host key;
+  - access rule C{ssh-ci}: C{ci-runner} may reach them all, as the
     credential set's account or as C{LOGIN@TARGET} with login C{root}.
     C{ci-runner}'s PostgreSQL rule covers only the PostgreSQL targets.
 
@@ -52,7 +56,7 @@ __all__ = [
 ]
 
 #: SSH targets of the gateway under test.
-SSH_TARGETS = ("box", "box_keepalive")
+SSH_TARGETS = ("box", "box_keepalive", "box_down", "box_wrong_key")
 
 #: Seconds any client command may take.
 COMMAND_TIMEOUT = 120.0
@@ -83,6 +87,26 @@ def _ssh_yaml(servers: dict[str, str], port: int, host_key: Path) -> dict[str, s
     known_hosts: {_q(servers["SSH_KNOWN_HOSTS"])}
     forward_to: [{_q("127.0.0.1:" + servers["PG_PORT"])}, {_q("127.0.0.1:" + servers["SSH_PORT"])}]
     accept_env: [LANG, "LC_*", "HG_TEST_OK*"]
+    private_keys:
+      - credential: main
+        file: {_q(servers["SSH_CLIENT_KEY"])}
+    credentials:
+      - name: main
+        user: {servers["SSH_USER"]}
+"""
+    sshd_key = Path(servers["SSH_HOST_KEY_PUB"]).read_text(encoding="ascii").strip()
+    other_key = Path(servers["SSH_CLIENT_KEY"] + ".pub").read_text(encoding="ascii")
+    for name, target_port, key in (
+        ("box_down", free_ports(1)[0], sshd_key),
+        ("box_wrong_key", int(servers["SSH_PORT"]), other_key.strip()),
+    ):
+        targets += f"""\
+  - name: {name}
+    protocol: ssh
+    host: {servers["SSH_HOST"]}
+    port: {target_port}
+    host_keys: [{_q(key)}]
+    connect_timeout: 5s
     private_keys:
       - credential: main
         file: {_q(servers["SSH_CLIENT_KEY"])}

@@ -5,10 +5,20 @@ on both, with fake legs and a scripted session.
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from twisted.internet.defer import Deferred
 
-from hoopgate.plugin import ALLOW, Deny, DenyReason, Event, Hold, Verdict
+from hoopgate.plugin import (
+    ALLOW,
+    CommandReceived,
+    Deny,
+    DenyReason,
+    Event,
+    Hold,
+    Rewrite,
+    Verdict,
+)
 from hoopgate_plugins.ssh import _codec as c
 from hoopgate_plugins.ssh._channels import MAX_PACKET, WINDOW
 from hoopgate_plugins.ssh._relay import Relay
@@ -170,6 +180,24 @@ class TestSessionChannel:
         assert h.upstream.take() == [
             request(UPSTREAM_ID, "exec", False, c.command("deploy")),
             (c.MSG_CHANNEL_DATA, c.data(UPSTREAM_ID, b"input")),
+        ]
+
+    def test_exec_rewritten(self) -> None:
+        """
+        A rewritten command is what the target runs.
+        """
+
+        def rewrite(event: Event) -> Verdict:
+            assert isinstance(event, CommandReceived)
+            return Rewrite(event=attrs.evolve(event, command="ls -l --color=never"))
+
+        h = Harness(FakeSession(rewrite))
+        h.open()
+
+        h.client_request("exec", c.command("ls -l"), want=False)
+
+        assert h.upstream.take() == [
+            request(UPSTREAM_ID, "exec", False, c.command("ls -l --color=never"))
         ]
 
     def test_second_command_refused(self) -> None:
