@@ -23,6 +23,7 @@ from hoopgate._guardrails import check_targets
 from hoopgate._interfaces import IProtocolPlugin
 from hoopgate._oidc import IssuerConfig, validate_algorithms
 from hoopgate._policy import AccessRule, Policy, read_policy
+from hoopgate._redisstore import RedisSettings, read_redis_settings
 from hoopgate._secrets import Secret
 
 
@@ -116,9 +117,10 @@ class GatewaySettings:
         recordings: Folder for session recordings.
         on_recording_failure: C{close} ends the session when a record
             cannot be written; C{continue} goes on and logs.
-        store: C{memory} for now.
+        store: C{memory} (one process) or C{redis} (shared).
         plugin_packages: Packages whose C{dropins/} hold plugins.
         dropin_dirs: Extra dropin folders.
+        redis: Where the shared state is, with C{store: redis}.
     """
 
     admin_listen: str
@@ -128,6 +130,7 @@ class GatewaySettings:
     store: str
     plugin_packages: tuple[str, ...]
     dropin_dirs: tuple[str, ...]
+    redis: RedisSettings | None = None
 
 
 @frozen
@@ -166,7 +169,10 @@ def _read_gateway(reader: ConfigReader) -> GatewaySettings:
         on_recording_failure=recordings.choice(
             "on_failure", ("close", "continue"), "close"
         ),
-        store=store.choice("kind", ("memory",), "memory"),
+        store=store.choice("kind", ("memory", "redis"), "memory"),
+        redis=read_redis_settings(store)
+        if store.raw("kind", "memory") == "redis"
+        else None,
         plugin_packages=plugins.strings("packages", DEFAULT_PLUGIN_PACKAGES),
         dropin_dirs=plugins.strings("dropin_dirs", ()),
     )

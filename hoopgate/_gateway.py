@@ -31,6 +31,7 @@ from hoopgate._session import (
     SessionRefusedError,
     new_session_id,
 )
+from hoopgate._store import StoreUnavailableError
 from hoopgate._verdicts import (
     ALLOW,
     Deny,
@@ -339,7 +340,10 @@ class Gateway:
         self._schedule_limits(session)
         info = attrs.asdict(session.info)
         limit = session.rule.session_limit
-        self.store.put(f"session:{session.id}", json.dumps(info), ttl=limit + 60)
+        self._written(
+            self.store.put(f"session:{session.id}", json.dumps(info), ttl=limit + 60),
+            "register session",
+        )
         self._log.info(
             "Opened {protocol} session {session_id} for {subject} to {target} "
             "as {user}",
@@ -391,8 +395,8 @@ class Gateway:
                 timer.cancel()
         for key in [k for k, v in self._cancel_keys.items() if v == session.id]:
             del self._cancel_keys[key]
-            self.store.delete(key)
-        self.store.delete(f"session:{session.id}")
+            self._written(self.store.delete(key), "forget a cancel key")
+        self._written(self.store.delete(f"session:{session.id}"), "forget session")
         self._log.info("Closed session {session_id}", session_id=session.id)
 
     def register_cancel_key(self, session: Session, key: bytes) -> None:
@@ -402,7 +406,22 @@ class Gateway:
         """
         name = f"cancel:{session.protocol}:{key.hex()}"
         self._cancel_keys[name] = session.id
-        self.store.put(name, session.id, ttl=session.rule.session_limit + 60)
+        self._written(
+            self.store.put(name, session.id, ttl=session.rule.session_limit + 60),
+            "register a cancel key",
+        )
+
+    def _written(self, writing: Deferred[None], what: str) -> None:
+        # The registry is best effort: a session runs on when the shared
+        # state cannot be written, and the operator hears about it.
+        def failed(failure: Failure) -> None:
+            self._log.warn(
+                "Cannot {what} in the shared state: {error}",
+                what=what,
+                error=failure.getErrorMessage(),
+            )
+
+        writing.addErrback(failed)
 
     def cancel(self, protocol: str, key: bytes) -> Deferred[bool]:
         """
@@ -419,7 +438,17 @@ class Gateway:
                 lambda receivers: receivers > 0
             )
 
-        return self.store.get(name).addCallback(found)
+        def unreachable(failure: Failure) -> bool:
+            failure.trap(StoreUnavailableError)
+            self._log.warn(
+                "Cannot look up a {protocol} cancel key: {error}",
+                protocol=protocol,
+                error=failure.getErrorMessage(),
+            )
+            return False
+
+        looked_up: Deferred[bool] = self.store.get(name).addCallback(found)
+        return looked_up.addErrback(unreachable)
 
     def _cancel_here(self, session_id: str) -> bool:
         session = self._sessions.get(session_id)

@@ -201,7 +201,15 @@ class IStore(Interface):
     Shared state: what another gateway process must see.
 
     Keys are text; values are text; every value may have a time to live.
+    Every operation may fail with L{hoopgate._store.StoreUnavailableError}
+    when the shared state cannot be reached; callers fail closed.
+
+    Published messages are only a wake-up: a subscriber that was cut off
+    loses what was published meanwhile, so whoever waits for a value
+    reads it again when L{on_resubscribe} calls back, and now and then.
     """
+
+    description = Attribute("What the store is, for the log at start.")
 
     def put(key: str, value: str, ttl: float | None = None) -> Deferred[None]:
         """
@@ -230,5 +238,31 @@ class IStore(Interface):
 
     def subscribe(channel: str, callback: Callable[[str], object]) -> None:
         """
-        Call C{callback(message)} for each message on C{channel}.
+        Call C{callback(message)} for each message on C{channel} (a glob
+        pattern over channel names).
+        """
+
+    def put_if_absent(key: str, value: str, ttl: float | None = None) -> Deferred[bool]:
+        """
+        Set a value only if the key has none, atomically across every
+        process sharing the store.
+
+        Returns:
+            A C{Deferred} firing with whether this call set it.
+        """
+
+    def increment(key: str, ttl: float | None = None) -> Deferred[int]:
+        """
+        Add one to a counter atomically (an absent key counts as zero);
+        C{ttl} applies when this call creates the counter.
+
+        Returns:
+            A C{Deferred} firing with the new count.
+        """
+
+    def on_resubscribe(callback: Callable[[], object]) -> None:
+        """
+        Call C{callback()} each time the subscriptions are in place again
+        after the connection to the shared state was lost (messages sent
+        meanwhile are gone: read again what you wait for).
         """

@@ -18,8 +18,21 @@ from hoopgate._admin import AdminSite
 from hoopgate._config import Config, load_config
 from hoopgate._configreader import ConfigError
 from hoopgate._gateway import Gateway
+from hoopgate._interfaces import IStore
 from hoopgate._recording import Recorder
+from hoopgate._redisstore import RedisStore
 from hoopgate._store import MemoryStore
+
+
+def make_store(reactor: Any, config: Config) -> IStore:
+    """
+    The shared state the configuration asks for: Redis when
+    C{gateway.store.kind} is C{redis}, otherwise in memory.
+    """
+    settings = config.gateway.redis
+    if config.gateway.store == "redis" and settings is not None:
+        return RedisStore(reactor, settings)
+    return MemoryStore(reactor)
 
 
 class GatewayService(MultiService):
@@ -41,7 +54,7 @@ class GatewayService(MultiService):
         self.reactor = reactor
         self.config_path = config_path
         self.recorder = Recorder(config.gateway.recordings)
-        self.store = MemoryStore(reactor)
+        self.store = make_store(reactor, config)
         self.gateway = Gateway(reactor, config, self.store, self.recorder)
         self.recorder.on_failure = self.gateway.recording_failed
         self._add_listeners(config)
@@ -64,9 +77,11 @@ class GatewayService(MultiService):
             "hoopgate starting: {listeners} listeners, store {store}, recordings in "
             "{recordings}",
             listeners=len(self.gateway.config.listeners),
-            store="in-memory (one process)",
+            store=self.store.description,
             recordings=self.gateway.config.gateway.recordings,
         )
+        if isinstance(self.store, RedisStore):
+            self.store.start()
         super().startService()  # type: ignore[no-untyped-call]
         signal.signal(
             signal.SIGHUP,
@@ -77,6 +92,8 @@ class GatewayService(MultiService):
     def stopService(self) -> Any:
         result = super().stopService()  # type: ignore[no-untyped-call]
         self.recorder.close()
+        if isinstance(self.store, RedisStore):
+            self.store.stop()
         return result
 
     def reload(self) -> None:

@@ -1,8 +1,8 @@
 """
 Shared state behind one interface: in memory for one process.
 
-A Redis implementation of the same interface lets several gateway
-processes share sessions, approvals and grants.
+A Redis implementation of the same interface (L{hoopgate._redisstore})
+lets several gateway processes share sessions, approvals and grants.
 
 test-case-name: tests.unit.test_store
 """
@@ -21,6 +21,13 @@ from zope.interface import implementer
 from hoopgate._interfaces import IStore
 
 
+class StoreUnavailableError(Exception):
+    """
+    The shared state cannot be reached (or did not answer in time); the
+    message says which store and why, without secrets.
+    """
+
+
 @implementer(IStore)
 class MemoryStore:
     """
@@ -31,6 +38,8 @@ class MemoryStore:
     """
 
     _log = Logger()
+
+    description = "in-memory (one process)"
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
@@ -85,3 +94,24 @@ class MemoryStore:
 
     def subscribe(self, channel: str, callback: Callable[[str], object]) -> None:
         self._subscribers[channel].append(callback)
+
+    def put_if_absent(
+        self, key: str, value: str, ttl: float | None = None
+    ) -> Deferred[bool]:
+        if self._alive(key) is not None:
+            return succeed(False)
+        self.put(key, value, ttl)
+        return succeed(True)
+
+    def increment(self, key: str, ttl: float | None = None) -> Deferred[int]:
+        current = self._alive(key)
+        if current is None:
+            self.put(key, "1", ttl)
+            return succeed(1)
+        count = int(current) + 1
+        self._values[key] = (str(count), self._values[key][1])
+        return succeed(count)
+
+    def on_resubscribe(self, callback: Callable[[], object]) -> None:
+        # One process never loses its own subscriptions.
+        return None

@@ -209,3 +209,42 @@ class PublishTests(StoreTestCase):
         assert seen == ["s-1"]
         # trial's flushLoggedErrors is unannotated (Twisted 26.10).
         assert len(self.flushLoggedErrors(KeyError)) == 1  # type: ignore[no-untyped-call]
+
+
+class AtomicTests(StoreTestCase):
+    """
+    Set-if-absent and counters, which approvals rely on.
+    """
+
+    def test_put_if_absent(self) -> None:
+        """
+        Only the first call sets the value; once it expired, a new call
+        sets it again.
+        """
+        assert self.result(self.store.put_if_absent("k", "one", ttl=10)) is True
+        assert self.result(self.store.put_if_absent("k", "two", ttl=10)) is False
+        assert self.get("k") == "one"
+
+        self.clock.advance(10)
+
+        assert self.result(self.store.put_if_absent("k", "three")) is True
+        assert self.get("k") == "three"
+
+    def test_increment(self) -> None:
+        """
+        A counter starts at one with its time to live, counts up without
+        renewing it, and starts again once expired.
+        """
+        counts = [self.result(self.store.increment("n", ttl=10)) for _ in range(3)]
+        self.clock.advance(9)
+        assert self.result(self.store.increment("n", ttl=10)) == 4
+        self.clock.advance(1)
+
+        assert counts == [1, 2, 3]
+        assert self.result(self.store.increment("n", ttl=10)) == 1
+
+    def test_description(self) -> None:
+        """
+        The store says what it is, for the log at start.
+        """
+        assert self.store.description == "in-memory (one process)"
