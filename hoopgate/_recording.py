@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 from twisted.logger import Logger
@@ -69,15 +69,44 @@ def _verdict_kind(verdict: Verdict) -> dict[str, Any]:
     return {"verdict": "unknown"}
 
 
-def _keep(attribute: attrs.Attribute[Any], value: object) -> bool:
-    return not attribute.metadata.get("secret", False)
+_SCALARS = (str, int, float, bool, type(None))
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _recordable(kind: type) -> tuple[str, ...]:
+    """
+    The names of an attrs class's fields that are not marked secret,
+    worked out once per class (this runs for every event).
+    """
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = tuple(
+            a.name for a in attrs.fields(kind) if not a.metadata.get("secret", False)
+        )
+        _FIELDS[kind] = names
+    return names
+
+
+def _plain(value: object) -> Any:
+    """
+    Turn attrs values and tuples into JSON-ready dicts and lists.
+    """
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if attrs.has(type(value)):
+        return {n: _plain(getattr(value, n)) for n in _recordable(type(value))}
+    return value
 
 
 def event_fields(event: Event) -> dict[str, Any]:
     """
     The recordable fields of an event, secrets removed.
     """
-    fields = attrs.asdict(event, filter=_keep, recurse=True)
+    fields: dict[str, Any] = _plain(event)
     if isinstance(event, StatementReceived):
         fields["text"] = redact_passwords(event.text)
         for part in fields["parts"]:
@@ -109,7 +138,7 @@ class Recorder:
     ) -> None:
         self._directory = Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self._files: dict[str, tuple[IO[str], list[int]]] = {}
+        self._files: dict[str, list[int]] = {}
         self.on_failure = on_failure
 
     def path_for(self, session_id: str) -> Path:
@@ -118,7 +147,10 @@ class Recorder:
         """
         return self._directory / f"{session_id}.jsonl"
 
-    def _open(self, session_id: str) -> tuple[IO[str], list[int]]:
+    def _open(self, session_id: str) -> list[int]:
+        """
+        The open file of a session and its line counter, as C{[fd, seq]}.
+        """
         entry = self._files.get(session_id)
         if entry is None:
             fd = os.open(
@@ -126,7 +158,7 @@ class Recorder:
                 os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                 0o640,
             )
-            entry = (os.fdopen(fd, "a", encoding="utf-8"), [0])
+            entry = [fd, 0]
             self._files[session_id] = entry
         return entry
 
@@ -151,21 +183,26 @@ class Recorder:
                 self.on_failure(event.session_id)
 
     def _write(self, session_id: str, line: dict[str, Any], last: bool) -> None:
-        handle, counter = self._open(session_id)
-        counter[0] += 1
-        line["seq"] = counter[0]
-        handle.write(json.dumps(line, separators=(",", ":"), default=str) + "\n")
-        handle.flush()
+        # One unbuffered write per line: each line is in the kernel before
+        # the client hears about what it records.
+        entry = self._open(session_id)
+        entry[1] += 1
+        line["seq"] = entry[1]
+        text = json.dumps(line, separators=(",", ":"), default=str) + "\n"
+        data = text.encode("utf-8")
+        written = os.write(entry[0], data)
+        while written < len(data):
+            written += os.write(entry[0], data[written:])
         if last:
-            handle.close()
+            os.close(entry[0])
             del self._files[session_id]
 
     def close(self) -> None:
         """
         Close every open file (at shutdown).
         """
-        for handle, _ in self._files.values():
-            handle.close()
+        for fd, _ in self._files.values():
+            os.close(fd)
         self._files.clear()
 
 
