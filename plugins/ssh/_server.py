@@ -92,6 +92,7 @@ class ClientTransport(SSHServerTransport):
         self._upstream: UpstreamTransport | None = None
         self._upstream_leg: ConnectionLeg | None = None
         self._timer: IDelayedCall | None = None
+        self._upstream_timer: IDelayedCall | None = None
         self._close_reason = "client"
 
     # -- connection --------------------------------------------------------------
@@ -127,8 +128,9 @@ class ClientTransport(SSHServerTransport):
     def connectionLost(self, reason: Failure | None = None) -> None:
         super().connectionLost(reason)
         self._state = "closed"
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        for timer in (self._timer, self._upstream_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
         if self.relay is not None:
             self.relay.client_lost()
         if self._upstream is not None:
@@ -239,6 +241,9 @@ class ClientTransport(SSHServerTransport):
                 _errors.TARGET_UNREACHABLE,
             )
 
+        self._upstream_timer = self.reactor.callLater(
+            settings.login_timeout, self._upstream_timed_out
+        )
         connect_upstream(
             self.reactor,
             host=target.host,
@@ -246,6 +251,16 @@ class ClientTransport(SSHServerTransport):
             timeout=settings.connect_timeout,
             transport=upstream,
             on_unreachable=unreachable,
+        )
+
+    def _upstream_timed_out(self) -> None:
+        self._upstream_timer = None
+        upstream = self._upstream
+        if upstream is None or upstream.ready or self._state != "connecting":
+            return
+        upstream.close()
+        self.upstream_failed(
+            "the target did not accept the login in time", _errors.TARGET_LOGIN_FAILED
         )
 
     # -- the target's leg (UpstreamOwner) ----------------------------------------
@@ -299,8 +314,9 @@ class ClientTransport(SSHServerTransport):
         assert session is not None and upstream is not None and self._login
         upstream.mark_ready()
         self._upstream_leg = leg
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        for timer in (self._timer, self._upstream_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
         self._state = "ready"
         session.observe(
             SessionOpened(
