@@ -69,7 +69,7 @@ def _verdict_kind(verdict: Verdict) -> dict[str, Any]:
     return {"verdict": "unknown"}
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
@@ -91,14 +91,19 @@ def _plain(value: object) -> Any:
     """
     Turn attrs values and tuples into JSON-ready dicts and lists.
     """
-    if isinstance(value, _SCALARS):
+    kind = type(value)
+    if kind in _SCALARS:
         return value
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [v if type(v) in _SCALARS else _plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
-    if attrs.has(type(value)):
-        return {n: _plain(getattr(value, n)) for n in _recordable(type(value))}
+    if attrs.has(kind):
+        fields = {}
+        for name in _recordable(kind):
+            field = getattr(value, name)
+            fields[name] = field if type(field) in _SCALARS else _plain(field)
+        return fields
     return value
 
 
