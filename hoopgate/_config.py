@@ -21,6 +21,7 @@ from hoopgate._configreader import ConfigError, ConfigReader, load_yaml
 from hoopgate._discovery import DEFAULT_PLUGIN_PACKAGES, discover
 from hoopgate._guardrails import check_targets
 from hoopgate._interfaces import IProtocolPlugin
+from hoopgate._maskrules import check_mask_targets
 from hoopgate._oidc import IssuerConfig, validate_algorithms
 from hoopgate._policy import AccessRule, Policy, read_policy
 from hoopgate._redisstore import RedisSettings, read_redis_settings
@@ -368,6 +369,7 @@ def parse_config(
     policy = read_policy(top.section("policy", required=True))
     _check_access(top, policy.access, targets)
     check_targets(policy.guardrails, targets)
+    check_mask_targets(policy.masking.rules, targets)
     top.done()
 
     return Config(

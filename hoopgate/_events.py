@@ -167,6 +167,20 @@ class StatementPart:
         shapes: Risky shapes found (C{delete_without_where},
             C{truncate}, C{drop}, C{writing_cte}, ...).
         problem: Why the classifier could not be sure, if it could not.
+        columns: The column names the statement refers to, rendered as
+            relation names are (C{email}, C{"Email"}); C{*} stands for
+            every column of a relation or a whole row (C{select *},
+            C{row_to_json(c)}).  Masking judges these.
+        derived_columns: Those of C{columns} used other than as a plain
+            output column of the statement's own result: in conditions,
+            joins, ordering, grouping, function arguments, casts,
+            subqueries, set operations, assignments and whatever a
+            statement other than a plain query reads.
+        stream_format: For a part that streams rows to the client
+            outside the protocol's result description (PostgreSQL C{COPY
+            ... TO STDOUT}): C{text}, C{text+header}, C{csv},
+            C{csv+header}, C{binary}, or C{other} for options the
+            gateway does not read; empty otherwise.
     """
 
     text: str
@@ -176,6 +190,9 @@ class StatementPart:
     writes: tuple[str, ...] = ()
     shapes: tuple[str, ...] = ()
     problem: str = ""
+    columns: tuple[str, ...] = ()
+    derived_columns: tuple[str, ...] = ()
+    stream_format: str = ""
 
 
 @frozen(kw_only=True)
@@ -270,12 +287,74 @@ class ResultDescribed(Event):
     Attributes:
         statement_id: The statement the result belongs to.
         columns: The columns, in order.
+        encoding: The Python codec name of the client encoding the
+            values arrive in (C{utf-8}, C{latin-1}), for row plans.
     """
 
     name: ClassVar[str] = "result.described"
 
     statement_id: str
     columns: tuple[Column, ...]
+    encoding: str = "utf-8"
+
+
+@frozen
+class MaskCount:
+    """
+    How many values (or detector hits) one rule masked in one column of a
+    result: a count, never a value.
+
+    Attributes:
+        column: The column's label in the result.
+        rule: The masking rule.
+        detector: The detector's name, or C{column} for a whole-column
+            (lineage) rule.
+        count: Values masked (whole-column rules) or hits (detectors).
+        dry_run: Whether the rule is in dry-run: it would have masked
+            them, and the client saw them unmasked.
+    """
+
+    column: str
+    rule: str
+    detector: str
+    count: int
+    dry_run: bool = False
+
+
+@frozen(kw_only=True)
+class ResultSample(Event):
+    """
+    What left for the client of one result: its first rows as sent,
+    after masking, and its totals.
+
+    Fires once per result that sent rows (or COPY data), when it ends
+    (completion, suspension or error), before the statement's
+    L{StatementCompleted}.  The sample is capped per result
+    (C{policy.masking.record_rows} and C{record_bytes}); the totals
+    always count everything.  Decided, not only observed, so that
+    masking can mask the sample for the record the way dry-run rules
+    would have; its verdict changes nothing on the wire.
+
+    Attributes:
+        statement_id: The statement the result belongs to.
+        rows: The sampled rows; each value as text in the client
+            encoding, C{\\x} and hex digits when it is not text, or
+            C{None} for NULL.  COPY data: one value per field.
+        total_rows: Rows the result sent.
+        total_bytes: Bytes the result sent the client.
+        truncated: Whether rows were left out of the sample.
+        masked: What masking masked in this result, per column, rule
+            and detector.
+    """
+
+    name: ClassVar[str] = "result.sample"
+
+    statement_id: str
+    rows: tuple[tuple[str | None, ...], ...] = ()
+    total_rows: int = 0
+    total_bytes: int = 0
+    truncated: bool = False
+    masked: tuple[MaskCount, ...] = ()
 
 
 @frozen(kw_only=True)

@@ -90,6 +90,7 @@ Known values shorter than this are replaced by L{mask_values_in_text}
 only where they stand alone (not inside a word or a number).
 """
 
+_REMEMBERED_SIZE = 512
 _MIN_HASH_KEY = 16
 _SHA256_BLOCK = 64
 _SHA256: TypeAlias = "hashlib._Hash"
@@ -927,7 +928,9 @@ class RowPlan:
         "_calls",
         "_constants",
         "_hits",
+        "_memory",
         "_nulls",
+        "_remember",
         "_rows",
         "_scans",
         "_whole",
@@ -935,11 +938,15 @@ class RowPlan:
         "width",
     )
 
-    def __init__(self, columns: Sequence[ColumnAction], encoding: str) -> None:
+    def __init__(
+        self, columns: Sequence[ColumnAction], encoding: str, remember: int = 0
+    ) -> None:
         self.width = len(columns)
         self.encoding = encoding
         self._rows = 0
         self._nulls = [0] * self.width
+        self._remember = remember
+        self._memory: dict[bytes, None] = {}
 
         constants: list[tuple[int, bytes | None]] = []
         calls: list[tuple[int, Callable[[bytes], bytes]]] = []
@@ -988,6 +995,15 @@ class RowPlan:
         return self._rows
 
     @property
+    def remembered(self) -> tuple[bytes, ...]:
+        """
+        Distinct original values of whole-column masks, from the first
+        rows, at most as many as the plan was told to remember: for
+        L{mask_values_in_text} on an error or notice of the same result.
+        """
+        return tuple(self._memory)
+
+    @property
     def counts(self) -> dict[tuple[int, str], int]:
         """
         What the plan masked: C{(column index, name)} to a count.
@@ -1033,6 +1049,8 @@ class RowPlan:
         self._rows += 1
         out = values.copy()
         nulls = self._nulls
+        if self._remember:
+            self._keep(values)
 
         for index, replacement in self._constants:
             if values[index] is None:
@@ -1054,9 +1072,19 @@ class RowPlan:
 
         return out
 
+    def _keep(self, values: list[bytes | None]) -> None:
+        memory = self._memory
+        for index in self._whole:
+            raw = values[index]
+            if raw is not None and len(raw) <= _REMEMBERED_SIZE:
+                memory[raw] = None
+                if len(memory) >= self._remember:
+                    self._remember = 0
+                    return
+
 
 def compile_plan(
-    columns: Sequence[ColumnAction], *, encoding: str = "utf-8"
+    columns: Sequence[ColumnAction], *, encoding: str = "utf-8", remember: int = 0
 ) -> RowPlan:
     """
     Compile one action per result column into a row transformer.
@@ -1069,6 +1097,9 @@ def compile_plan(
         columns: What to do with each column, in result order.
         encoding: The Python name of the client encoding the values are
             in (C{utf-8}, C{latin-1}, ...); it must extend ASCII.
+        remember: How many distinct original values of whole-column
+            masks to keep from the first rows (L{RowPlan.remembered});
+            values longer than 512 bytes are never kept.
 
     Returns:
         The plan.
@@ -1077,4 +1108,4 @@ def compile_plan(
         ValueError: The encoding is unknown or does not extend ASCII.
         TypeError: An entry is not a column action.
     """
-    return RowPlan(columns, _check_encoding(encoding))
+    return RowPlan(columns, _check_encoding(encoding), remember)

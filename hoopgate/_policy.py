@@ -11,11 +11,12 @@ test-case-name: tests.unit.test_policy
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import field, frozen
 
 from hoopgate._configreader import ConfigReader
 from hoopgate._guardrails import GuardrailRule, read_guardrail
 from hoopgate._identity import Identity
+from hoopgate._maskrules import MaskingPolicy, read_masking
 
 
 @frozen
@@ -68,11 +69,13 @@ class Policy:
         version: The schema version (1).
         access: Access rules in file order.
         guardrails: Guardrail rules in file order.
+        masking: Masking rules and options (L{hoopgate._maskrules}).
     """
 
     version: int
     access: tuple[AccessRule, ...]
     guardrails: tuple[GuardrailRule, ...] = ()
+    masking: MaskingPolicy = field(factory=MaskingPolicy)
 
     def authorize(self, identity: Identity, target: str) -> AccessDecision:
         """
@@ -142,8 +145,13 @@ def read_policy(reader: ConfigReader) -> Policy:
     # One namespace for every rule, so a deciding rule's name is never
     # ambiguous in a log line, a recording or a policy test.
     _unique(reader, "guardrails", [r.name for r in access + guardrails])
+    masking = read_masking(reader.section("masking"))
+    names = [r.name for r in access + guardrails] + [r.name for r in masking.rules]
+    _unique(reader, "masking", names)
     reader.done()
-    return Policy(version=version, access=access, guardrails=guardrails)
+    return Policy(
+        version=version, access=access, guardrails=guardrails, masking=masking
+    )
 
 
 def _unique(reader: ConfigReader, key: str, names: list[str]) -> None:
