@@ -37,6 +37,7 @@ EXIT_CASES = [
     (("-tt",), "exit 9", None),
     ((), "kill -TERM $$", None),
     ((), "echo out; echo err >&2; exit 0", None),
+    (("-tt",), "seq 1 20000; exit 2", None),
 ]
 
 
