@@ -21,7 +21,14 @@ from hoopgate._config import Config
 from hoopgate._events import Event, SessionRefused, SessionRequested
 from hoopgate._guardrails import GuardrailInterceptor
 from hoopgate._identity import Identity
-from hoopgate._interfaces import IGateway, IInterceptor, ISessionHandle, IStore
+from hoopgate._interfaces import (
+    IGateway,
+    IInterceptor,
+    IObserver,
+    ISessionHandle,
+    IStore,
+)
+from hoopgate._maskinterceptor import MaskingInterceptor
 from hoopgate._oidc import OIDCVerifier, TokenRejected
 from hoopgate._policy import Policy
 from hoopgate._recording import Recorder
@@ -195,7 +202,14 @@ class Gateway:
         # see (Session.wants) that nobody judges statements.
         if config.policy.guardrails:
             interceptors.append(self.guardrails)
-        return Chain(interceptors=interceptors, observers=[self.recorder])
+        # Likewise: without masking rules nobody judges results, so the
+        # plugins skip catalog lookups and relay rows untouched.
+        self.masking = MaskingInterceptor(config.policy.masking)
+        observers: list[IObserver] = [self.recorder]
+        if config.policy.masking.rules:
+            interceptors.append(self.masking)
+            observers.insert(0, self.masking)
+        return Chain(interceptors=interceptors, observers=observers)
 
     def reload(self, config: Config) -> None:
         """

@@ -31,15 +31,31 @@ test-case-name: tests.unit.test_maskrules
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from attrs import field, frozen
 from pglast.parser import ParseError, scan
 
 from hoopgate._configreader import ConfigError, ConfigReader
-from hoopgate._events import Parameter, StatementPart
-from hoopgate._guardrails import RelationPattern, parse_relation_pattern
+from hoopgate._events import (
+    DiagnosticReceived,
+    Event,
+    Notice,
+    Parameter,
+    SessionClosed,
+    SessionRefused,
+    StatementBound,
+    StatementCompleted,
+    StatementPart,
+    StatementReceived,
+)
+from hoopgate._guardrails import (
+    RelationPattern,
+    parse_relation_pattern,
+    statement_parts,
+)
 from hoopgate._identity import Identity
 from hoopgate._masking import (
     DETECTORS,
@@ -78,6 +94,7 @@ _SIZE: Final = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*")
 _UNITS: Final = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 _LITERALS: Final = frozenset({"SCONST", "USCONST", "BCONST", "XCONST"})
 _MASKED_LITERAL: Final = f"'{REDACTED}'"
+_REMEMBERED_STATEMENTS: Final = 1024
 _WHOLE_ROW: Final = "uses a whole row or * of a table with masked columns"
 _UNSCANNABLE: Final = "[statement withheld: it uses masked columns and cannot be read]"
 
@@ -504,6 +521,74 @@ def _mask_literals(text: str) -> str:
 NO_MASKING: Final = SessionMasking()
 
 
+class RecordMasker:
+    """
+    Masks what a recording line would write of statements, parameters,
+    errors and notices, with the rules of the session (both modes: a
+    recording never keeps what a dry-run rule would have masked).
+
+    It remembers, for a short while per session, which statements use
+    masked columns other than plainly, so that their bound parameters
+    are masked whole.
+    """
+
+    def __init__(self) -> None:
+        self._touching: dict[str, OrderedDict[str, bool]] = {}
+
+    def mask(
+        self, event: Event, fields: dict[str, Any], masking: SessionMasking
+    ) -> None:
+        """
+        Mask the recordable C{fields} of C{event} in place.
+        """
+        if isinstance(event, SessionClosed | SessionRefused):
+            self._touching.pop(event.session_id, None)
+        if not masking.rules:
+            return
+
+        if isinstance(event, StatementReceived):
+            self._statement(event, fields, masking)
+        elif isinstance(event, StatementBound):
+            known = self._touching.get(event.session_id)
+            touching = _has_columns(masking)
+            if known is not None:
+                touching = known.get(event.statement_id, touching)
+            fields["parameters"] = [
+                {"value": p.value, "binary": p.binary}
+                for p in masking.mask_parameters(event.parameters, touching)
+            ]
+        elif isinstance(event, DiagnosticReceived):
+            fields["fields"] = [
+                [key, masking.mask_free_text(text)] for key, text in event.fields
+            ]
+        elif isinstance(event, StatementCompleted):
+            fields["error_message"] = masking.mask_free_text(event.error_message)
+        elif isinstance(event, Notice):
+            fields["detail"] = masking.mask_free_text(event.detail)
+
+    def _statement(
+        self,
+        event: StatementReceived,
+        fields: dict[str, Any],
+        masking: SessionMasking,
+    ) -> None:
+        touching = masking.touches(statement_parts(event), None)
+        known = self._touching.setdefault(event.session_id, OrderedDict())
+        known[event.statement_id] = touching
+        while len(known) > _REMEMBERED_STATEMENTS:
+            known.popitem(last=False)
+
+        fields["text"] = masking.mask_statement(fields["text"], touching)
+        for part in fields["parts"]:
+            part["text"] = masking.mask_statement(part["text"], touching)
+
+
+def _has_columns(masking: SessionMasking) -> bool:
+    # A statement forgotten since: its parameters are masked whole if
+    # any column rule applies (fail closed).
+    return any(rule.columns for rule in masking.rules)
+
+
 # The policy section.
 
 
@@ -730,6 +815,7 @@ __all__ = [
     "ColumnUse",
     "MaskRule",
     "MaskingPolicy",
+    "RecordMasker",
     "SessionMasking",
     "check_mask_targets",
     "parse_column_pattern",

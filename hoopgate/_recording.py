@@ -7,8 +7,12 @@ A verdict's notes add one list of rule names per kind (C{dry_run}: the
 dry-run rules that would have refused the event).  Secrets never reach
 it: fields marked secret are dropped, and statements that set passwords
 lose their literals, in the whole text and in each classified part.
-Each line is flushed as it is written, so a crash loses nothing the
-client was already told.
+Values masking hides never reach it either: an error or notice is
+written as masking rewrote it, and the session's masking rules mask
+detected values and, for statements using masked columns in
+expressions, every literal and bound parameter
+(L{hoopgate._maskrules.RecordMasker}).  Each line is flushed as it is
+written, so a crash loses nothing the client was already told.
 
 test-case-name: tests.unit.test_recording
 """
@@ -27,12 +31,14 @@ from zope.interface import implementer
 
 from hoopgate._chain import Context
 from hoopgate._events import (
+    DiagnosticReceived,
     Event,
     SessionClosed,
     SessionRefused,
     StatementReceived,
 )
 from hoopgate._interfaces import IObserver
+from hoopgate._maskrules import NO_MASKING, MaskingPolicy, RecordMasker
 from hoopgate._redact import redact_passwords
 from hoopgate._verdicts import Allow, Deny, Hold, Rewrite, Verdict
 
@@ -119,6 +125,13 @@ def event_fields(event: Event) -> dict[str, Any]:
     return fields
 
 
+def _masking(context: Context) -> Any:
+    masking = getattr(context.policy, "masking", None)
+    if not isinstance(masking, MaskingPolicy) or not masking.rules:
+        return NO_MASKING
+    return masking.for_session(context.identity, context.target)
+
+
 class RecordingFailedError(Exception):
     """
     A recording line could not be written.
@@ -144,6 +157,7 @@ class Recorder:
         self._directory = Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True, mode=0o750)
         self._files: dict[str, list[int]] = {}
+        self._masker = RecordMasker()
         self.on_failure = on_failure
 
     def path_for(self, session_id: str) -> Path:
@@ -168,12 +182,19 @@ class Recorder:
         return entry
 
     def observe(self, event: Event, verdict: Verdict, context: Context) -> None:
+        if isinstance(verdict, Rewrite) and isinstance(
+            verdict.event, DiagnosticReceived
+        ):
+            # What the client got, never the target's unmasked text.
+            event = verdict.event
+        fields = event_fields(event)
+        self._masker.mask(event, fields, _masking(context))
         line = {
             "v": FORMAT_VERSION,
             "event": event.name,
             "subject": context.identity.subject if context.identity else None,
             **_verdict_fields(verdict),
-            **event_fields(event),
+            **fields,
         }
         try:
             self._write(event.session_id, line, isinstance(event, _FINAL))
