@@ -524,11 +524,11 @@ def bind(portal: str, statement: str) -> bytes:
     return frontend(b"B", names + struct.pack("!hhh", 0, 0, 0))
 
 
-def execute(portal: str) -> bytes:
+def execute(portal: str, limit: int = 0) -> bytes:
     """
-    An Execute of C{portal}, no row limit.
+    An Execute of C{portal}, returning at most C{limit} rows (0: all).
     """
-    return frontend(b"E", portal.encode() + b"\x00" + struct.pack("!i", 0))
+    return frontend(b"E", portal.encode() + b"\x00" + struct.pack("!i", limit))
 
 
 def describe_portal(portal: str) -> bytes:
