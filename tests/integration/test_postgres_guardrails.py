@@ -19,6 +19,7 @@ test-case-name: tests.integration.test_postgres_guardrails
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,7 @@ from tests.support.guardrails import (
     ENCODING_BYPASSES,
     EXTENDED_BYPASSES,
     EXTENDED_LOOK_ALIKES,
+    NO_CANARY_WRITES,
     NO_DROP_TRUNCATE,
     NO_UNBOUNDED_WRITES,
     NO_UNKNOWN,
@@ -905,6 +907,52 @@ class TestCorpus:
             a.sql: [("deny", "guardrail.blocked", a.rule)] for a in SIMPLE_BYPASSES
         }
         assert server_log.leaks([a.sql for a in SIMPLE_BYPASSES]) == []
+
+    def test_psql_generated_statements(
+        self,
+        guard_gateway: RunningGateway,
+        direct: Conn,
+        pristine: tuple[Any, ...],
+    ) -> None:
+        """
+        psql's \\gexec sends each value of a result as a statement, and
+        \\copy sends COPY FROM STDIN: the generated DROP and DELETE and
+        the COPY into canary are refused like typed ones.
+        """
+        argv, env = guard_gateway.psql_command(
+            guard_gateway.token(),
+            "-b",
+            "-v",
+            "VERBOSITY=verbose",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-f",
+            "-",
+        )
+        script = (
+            "select 'drop table canary' \\gexec\n"
+            "select format('delete from %I', 'canary') \\gexec\n"
+            "\\copy canary from '/dev/null'\n"
+        )
+
+        result = subprocess.run(
+            argv,
+            env=env,
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        refusals = re.findall(r"ERROR:  (\w{5}): .*\(rule ([\w-]+)\)", result.stderr)
+        assert refusals == [
+            (PRIVILEGE, NO_DROP_TRUNCATE),
+            (PRIVILEGE, NO_UNBOUNDED_WRITES),
+            (PRIVILEGE, NO_CANARY_WRITES),
+        ], result.stderr
+        assert result.stdout == ""
+        assert canary_fingerprint(direct) == pristine
 
     def test_extended_bypasses_psycopg(
         self,
