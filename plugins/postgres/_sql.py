@@ -44,6 +44,18 @@ classified here.  The caller denies those.
 An UPDATE or DELETE whose WHERE mentions no column at all (C{WHERE
 true}, C{WHERE 1 = 1}, C{WHERE $1}) counts as one without WHERE.
 
+For masking, each statement also reports the column names it refers to
+and which of them it uses other than as a plain output column: a plain
+one is a column reference standing alone in the target list of the
+statement's own query (a SELECT, not a set operation, without DISTINCT,
+or the query of DECLARE CURSOR), or in the column list of COPY TO;
+everything else (conditions, joins, ordering, grouping, function
+arguments, casts, subqueries, set operations, assignments, RETURNING,
+EXPLAIN) is derived.  C{*} stands for a star and for a reference that
+may be a whole row (a single name that is also a table, alias or CTE
+name); a whole row always counts as derived, since the server describes
+it without lineage.  COPY TO STDOUT reports its stream format.
+
 What text alone cannot show: triggers, rules, views, domain checks and
 column defaults run code the statement does not name; C{t.f} may call a
 function C{f(t)} rather than read a column; and a role that may create
@@ -332,6 +344,11 @@ class Classification:
         shapes: Its risky forms.
         reason: Why the effect is C{unknown}, if it is.
         parse_error: The parser's message, if it rejected the text.
+        columns: Column names it refers to (C{*}: a star or whole row).
+        derived_columns: Those used other than as plain output columns.
+        stream_format: For COPY TO STDOUT: C{text}, C{csv} (either with
+            C{+header}), C{binary}, or C{other} for options the gateway
+            does not read (delimiter, null string, quoting, encoding).
     """
 
     text: str
@@ -342,6 +359,9 @@ class Classification:
     shapes: frozenset[Shape] = frozenset()
     reason: str | None = None
     parse_error: str | None = None
+    columns: frozenset[str] = frozenset()
+    derived_columns: frozenset[str] = frozenset()
+    stream_format: str = ""
 
     def to_part(self) -> StatementPart:
         """
@@ -358,6 +378,11 @@ class Classification:
             writes=tuple(sorted(self.relations_written)),
             shapes=tuple(sorted(shape.value for shape in self.shapes)),
             problem=problem,
+            columns=tuple(sorted(_column_name(c) for c in self.columns)),
+            derived_columns=tuple(
+                sorted(_column_name(c) for c in self.derived_columns)
+            ),
+            stream_format=self.stream_format,
         )
 
 
@@ -490,6 +515,7 @@ def _classify_statement(
 ) -> Classification:
     kind, fields = _unwrap(raw.get("stmt"))
     walk = _Walk(paths, allowed_functions)
+    walk.top = _own_query(kind, fields)
     # FIXME(#4): the walk recurses, so about 200 nested operators are
     # already too deep; such statements are refused as unknown.
     try:
@@ -499,6 +525,7 @@ def _classify_statement(
 
     effect, command = _decide(kind, fields, walk)
     reason = "; ".join(dict.fromkeys(walk.reasons)) or None
+    walk.whole_rows()
     return Classification(
         text=text,
         command=command,
@@ -507,7 +534,26 @@ def _classify_statement(
         relations_written=frozenset(walk.written),
         shapes=frozenset(walk.shapes),
         reason=reason,
+        columns=frozenset(walk.column_names),
+        derived_columns=frozenset(walk.derived),
+        stream_format=walk.stream_format,
     )
+
+
+def _own_query(kind: str, fields: _Fields) -> _Fields | None:
+    """
+    The query whose target list is the statement's own result.
+    """
+    if kind == "SelectStmt":
+        return fields
+    if kind == "DeclareCursorStmt":
+        inner_kind, inner = _unwrap(fields.get("query"))
+        return inner if inner_kind == "SelectStmt" else None
+    return None
+
+
+def _column_name(name: str) -> str:
+    return name if name == "*" else _quote(name)
 
 
 def _unwrap(node: object) -> tuple[str, _Fields]:
@@ -616,6 +662,10 @@ class _Walk:
         dml: How many INSERT, UPDATE, DELETE and MERGE nodes it holds.
         columns: How many column references it holds (so far).
         select_into: Whether it creates a table with SELECT INTO.
+        top: The statement's own query, whose plain targets are plain.
+        column_names: Column names referred to.
+        derived: Column names used other than as plain output.
+        stream_format: COPY TO STDOUT's format, if that is the statement.
     """
 
     def __init__(self, paths: _Paths, allowed_functions: frozenset[str]) -> None:
@@ -629,6 +679,13 @@ class _Walk:
         self.reasons: list[str] = []
         self.dml = 0
         self.select_into = False
+        self.top: _Fields | None = None
+        self.column_names: set[str] = set()
+        self.derived: set[str] = set()
+        self.stream_format = ""
+        self._singles: set[str] = set()
+        self._names: set[str] = set()
+        self._cte_names: set[str] = set()
 
     # The generic walk.
 
@@ -651,6 +708,8 @@ class _Walk:
         if "relname" in value:
             self.range_var(value)
         else:
+            if isinstance(value.get("aliasname"), str):
+                self._names.add(value["aliasname"])
             self.children(value)
 
     def typed(self, kind: str, fields: _Fields) -> None:
@@ -709,9 +768,64 @@ class _Walk:
         """
         A relation read, unless it names a common table expression.
         """
+        self._name_of(fields)
         if "schemaname" not in fields and fields.get("relname") in self._ctes:
             return
         self.read.update(self._range_var_names(fields))
+
+    def _name_of(self, fields: _Fields) -> None:
+        self._names.add(str(fields.get("relname", "")))
+        alias = fields.get("alias")
+        if isinstance(alias, dict) and isinstance(alias.get("aliasname"), str):
+            self._names.add(alias["aliasname"])
+
+    # Column references.
+
+    def reference(self, fields: _Fields, plain: bool) -> None:
+        """
+        A column reference (C{ColumnRef}), plain output or not.
+        """
+        parts = fields.get("fields")
+        if not isinstance(parts, list) or not parts:
+            return
+        last_kind, last = _unwrap(parts[-1])
+        name = "*" if last_kind == "A_Star" else str(last.get("sval", ""))
+        if len(parts) == 1 and name != "*":
+            self._singles.add(name)
+        self.column_names.add(name)
+        if not plain:
+            self.derived.add(name)
+
+    def assigned(self, name: object) -> None:
+        """
+        A column a statement writes (INSERT column list, UPDATE SET).
+        """
+        if isinstance(name, str) and name:
+            self.column_names.add(name)
+            self.derived.add(name)
+
+    def plain_targets(self, targets: object, derived: bool) -> None:
+        """
+        The target list of the statement's own query: a column standing
+        alone there is plain output (unless C{derived}, for DISTINCT).
+        """
+        for item in targets if isinstance(targets, list) else []:
+            _, target = _unwrap(item)
+            kind, value = _unwrap(target.get("val"))
+            if kind == "ColumnRef":
+                self.columns += 1
+                self.reference(value, plain=not derived)
+            else:
+                self.node(target.get("val"))
+
+    def whole_rows(self) -> None:
+        """
+        Count single names that may stand for a whole row (a table,
+        alias or CTE name) as derived uses of every column.
+        """
+        if self._singles & (self._names | set(self._ctes) | self._cte_names):
+            self.column_names.add("*")
+            self.derived.add("*")
 
     def target(self, value: object) -> None:
         """
@@ -750,6 +864,7 @@ class _Walk:
 
         ctes = [_unwrap(item)[1] for item in clause.get("ctes", [])]
         names = [str(cte.get("ctename", "")) for cte in ctes]
+        self._cte_names.update(names)
         recursive = bool(clause.get("recursive"))
         if recursive:
             self._ctes.extend(names)
@@ -840,13 +955,19 @@ def _select(walk: _Walk, fields: _Fields) -> None:
         arm = fields.get(side)
         if isinstance(arm, dict):
             _select(walk, arm)
-    walk.children(fields, _SELECT_HANDLED)
+    own = fields is walk.top and fields.get("op", "SETOP_NONE") == "SETOP_NONE"
+    if own and not isinstance(into, dict):
+        walk.plain_targets(fields.get("targetList"), bool(fields.get("distinctClause")))
+        walk.children(fields, _SELECT_OWN_HANDLED)
+    else:
+        walk.children(fields, _SELECT_HANDLED)
     walk.end_with(scope)
 
 
 _SELECT_HANDLED: Final = frozenset(
     {"withClause", "intoClause", "lockingClause", "larg", "rarg"}
 )
+_SELECT_OWN_HANDLED: Final = _SELECT_HANDLED | {"targetList"}
 
 
 def _into(walk: _Walk, into: _Fields) -> None:
@@ -867,11 +988,18 @@ _MODIFY_HANDLED: Final = frozenset({"withClause", "relation", "whereClause"})
 
 
 def _insert(walk: _Walk, fields: _Fields) -> None:
+    _assignments(walk, fields.get("cols"))
     _modify(walk, fields, None)
 
 
 def _update(walk: _Walk, fields: _Fields) -> None:
+    _assignments(walk, fields.get("targetList"))
     _modify(walk, fields, Shape.UPDATE_WITHOUT_WHERE)
+
+
+def _assignments(walk: _Walk, targets: object) -> None:
+    for item in targets if isinstance(targets, list) else []:
+        walk.assigned(_unwrap(item)[1].get("name"))
 
 
 def _delete(walk: _Walk, fields: _Fields) -> None:
@@ -888,6 +1016,7 @@ def _range_var(walk: _Walk, fields: _Fields) -> None:
 
 def _column(walk: _Walk, fields: _Fields) -> None:
     walk.columns += 1
+    walk.reference(fields, plain=False)
 
 
 def _function(walk: _Walk, fields: _Fields) -> None:
@@ -968,9 +1097,42 @@ def _copy(walk: _Walk, fields: _Fields) -> None:
         walk.shapes.add(Shape.COPY_TO)
         if isinstance(relation, dict):
             walk.range_var(relation)
+            _copy_columns(walk, fields.get("attlist"))
+        if not fields.get("filename") and not fields.get("is_program"):
+            walk.stream_format = _copy_format(fields.get("options"))
     if fields.get("is_program"):
         walk.unknown(Shape.COPY_PROGRAM, "COPY ... PROGRAM runs a server command")
-    walk.children(fields, ("relation",))
+    walk.children(fields, ("relation", "attlist"))
+
+
+def _copy_columns(walk: _Walk, attlist: object) -> None:
+    names = _svals(attlist)
+    for name in names or ["*"]:
+        walk.column_names.add(name)
+
+
+def _copy_format(options: object) -> str:
+    """
+    The stream format of COPY TO STDOUT, from its options.
+    """
+    kind, header = "text", False
+    for option in options if isinstance(options, list) else []:
+        _, element = _unwrap(option)
+        name = element.get("defname")
+        arg_kind, arg = _unwrap(element.get("arg"))
+        if name == "format" and arg_kind == "String":
+            kind = str(arg.get("sval", ""))
+        elif name == "header":
+            header = not (
+                _false(element.get("arg")) or (arg_kind == "Boolean" and not arg)
+            )
+        else:
+            return "other"
+    if kind not in ("text", "csv", "binary"):
+        return "other"
+    if header and kind != "binary":
+        return f"{kind}+header"
+    return kind
 
 
 def _truncate(walk: _Walk, fields: _Fields) -> None:

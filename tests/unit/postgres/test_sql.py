@@ -888,6 +888,8 @@ class TestStatements:
             writes=("public.customers",),
             shapes=(),
             problem="",
+            columns=("*",),
+            derived_columns=("*",),
         )
 
     def test_to_part_problem(self) -> None:
