@@ -1,14 +1,17 @@
 """
-Other SSH clients than OpenSSH: paramiko sends the token whole as a
-password, so tokens longer than the OpenSSH client's 1023-byte limit
-work.
+Other SSH clients than the OpenSSH command line: paramiko sends the token
+whole as a password, so tokens longer than the OpenSSH client's
+1023-byte limit work; git pushes and clones over ssh.
 
 test-case-name: tests.integration.test_ssh_clients
 """
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -108,3 +111,67 @@ class TestParamiko:
                 )
         finally:
             client.close()
+
+
+def _git(
+    *args: str, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class TestGit:
+    """
+    git over ssh: push and clone through the gateway (exec of
+    git-receive-pack and git-upload-pack).
+    """
+
+    def test_push_and_clone(self, ssh_gateway: SshGateway, tmp_path: Path) -> None:
+        """
+        A commit pushed through the gateway comes back through it whole.
+        """
+        bare = tmp_path / "remote.git"
+        work, clone = tmp_path / "work", tmp_path / "clone"
+        client = ssh_gateway.client()
+        env = {
+            **client.env,
+            "GIT_SSH_COMMAND": shlex.join(client.ssh_argv("box")[:-3]),
+            "GIT_AUTHOR_NAME": "ci",
+            "GIT_AUTHOR_EMAIL": "ci@example.org",
+            "GIT_COMMITTER_NAME": "ci",
+            "GIT_COMMITTER_EMAIL": "ci@example.org",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+        }
+        url = f"ssh://box@127.0.0.1:{ssh_gateway.port}{bare}"
+        assert (
+            _git("init", "-q", "--bare", str(bare), cwd=tmp_path, env=env).returncode
+            == 0
+        )
+        work.mkdir()
+        (work / "data.bin").write_bytes(bytes(range(256)) * 1024)
+        for step in (
+            ("init", "-q", "-b", "main"),
+            ("add", "data.bin"),
+            ("commit", "-q", "-m", "through the gateway"),
+        ):
+            assert _git(*step, cwd=work, env=env).returncode == 0
+
+        pushed = _git("push", "-q", url, "main", cwd=work, env=env)
+        cloned = _git(
+            "clone", "-q", "-b", "main", url, str(clone), cwd=tmp_path, env=env
+        )
+
+        assert pushed.returncode == 0, pushed.stderr
+        assert cloned.returncode == 0, cloned.stderr
+        assert (clone / "data.bin").read_bytes() == (work / "data.bin").read_bytes()
+        head = _git("rev-parse", "HEAD", cwd=work, env=env).stdout
+        assert _git("rev-parse", "HEAD", cwd=clone, env=env).stdout == head
