@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import time
+import uuid
 
 import pytest
 
@@ -336,3 +337,43 @@ class TestTargetFailures:
         assert result.returncode == 255
         assert b"late" not in result.stdout
         assert b"token expired" in result.stderr
+
+
+class TestGuardrails:
+    """
+    Commands pass the chain before the target sees them.
+    """
+
+    def test_denied_command(self, ssh_gateway: SshGateway) -> None:
+        """
+        A command a guardrail refuses never runs: the client sees the
+        reason on stderr and exit status 1; the recording has the deny.
+        """
+        gateway = ssh_gateway.gateway
+        marker = f"/tmp/hg-denied-{uuid.uuid4().hex}"
+        token = gateway.token()
+
+        result = ssh_gateway.client(token).ssh("box", f"touch {marker}")
+
+        assert result.returncode == 1
+        assert b"hoopgate: command blocked by policy" in result.stderr
+        assert b"ssh-no-marker" in result.stderr
+        exists = ssh_gateway.direct().ssh("root", f"test -e {marker}")
+        assert exists.returncode == 1
+        session = gateway.session_of(token)
+        commands = wait_for(
+            lambda: lines_of(gateway.recording_lines(session), "command"),
+            10,
+            "the command line",
+        )
+        assert [(c["command"], c["verdict"]) for c in commands] == [
+            (f"touch {marker}", "deny")
+        ]
+
+    def test_other_command_allowed(self, ssh_gateway: SshGateway) -> None:
+        """
+        The same guardrail lets other commands through.
+        """
+        result = ssh_gateway.client().ssh("box", "echo /tmp/hg-denied-x")
+
+        assert (result.returncode, result.stdout) == (0, b"/tmp/hg-denied-x\n")

@@ -18,7 +18,9 @@ C{tests/services.sh} added to its configuration:
     not its host key;
   - access rule C{ssh-ci}: C{ci-runner} may reach them all, as the
     credential set's account or as C{LOGIN@TARGET} with login C{root}.
-    C{ci-runner}'s PostgreSQL rule covers only the PostgreSQL targets.
+    C{ci-runner}'s PostgreSQL rule covers only the PostgreSQL targets;
+  - guardrail C{ssh-no-marker}: on C{box}, command lines matching
+    C{touch /tmp/hg-denied-*} are refused.
 
 Clients are the real OpenSSH C{ssh}, C{scp} and C{sftp}: the token is
 the answer to the gateway's keyboard-interactive prompt, given by an
@@ -122,6 +124,12 @@ def _ssh_yaml(servers: dict[str, str], port: int, host_key: Path) -> dict[str, s
       logins: [{servers["SSH_USER"]}]
       session_limit: 1h
       on_token_expiry: close
+  guardrails:
+    - name: ssh-no-marker
+      subjects: ["*"]
+      targets: [box]
+      deny:
+        command_lines: ["touch /tmp/hg-denied-*"]
 """
     return {"listener": listener, "targets": targets, "rule": rule}
 
