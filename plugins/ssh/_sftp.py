@@ -172,6 +172,9 @@ def _mode(flags: int) -> str:
     return letters
 
 
+# FIXME(#6): operations are recorded, not judged; guardrails on SFTP
+# paths need the relay to hold a request and answer a refused one with
+# an SFTP status.
 class SftpWatcher:
     """
     Records the SFTP operations of one subsystem channel.
