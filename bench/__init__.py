@@ -8,5 +8,5 @@ C{bench/results/latest.md}, C{latest.json} and one chart per protocol.
 The other modules are its parts: parsers for what the tools print
 (L{bench.parse}), medians and the report (L{bench.report}), the servers it
 runs (L{bench.servers}), the idle-session client (L{bench.idle}), the
-chart (L{bench.chart}) and the profile summary (L{bench.profile}).
+chart (L{bench.chart}) and the profile summary (L{bench.hotspots}).
 """

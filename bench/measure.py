@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench.hotspots import ProfileSummary, parse_collapsed, summarize
 from bench.idle import hold_idle_sessions
 from bench.parse import (
     PgbenchSummary,
@@ -22,7 +23,6 @@ from bench.parse import (
     parse_transaction_log,
     percentile,
 )
-from bench.profile import ProfileSummary, parse_collapsed, summarize
 from bench.report import BigSelectRun, ConnectRun, IdleRow, PgbenchRun
 from bench.servers import (
     BenchError,

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import attrs
 from attrs import define, field, frozen
 
-from bench.profile import HotSpot, ProfileSummary
+from bench.hotspots import HotSpot, ProfileSummary
 
 __all__ = [
     "CONTENDERS",

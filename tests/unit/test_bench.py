@@ -1,6 +1,6 @@
 """
 Tests for the benchmark suite's pure parts (L{bench.parse}, L{bench.report},
-L{bench.profile}, the configurations of L{bench.servers}): parsers on canned
+L{bench.hotspots}, the configurations of L{bench.servers}): parsers on canned
 tool output, medians, ratios, targets and the report. No server is started
 and nothing is timed; C{make bench} runs the benchmarks themselves.
 """
@@ -17,13 +17,13 @@ from unittest import mock
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
+from bench.hotspots import parse_collapsed, summarize
 from bench.parse import (
     ParseError,
     parse_pgbench_summary,
     parse_transaction_log,
     percentile,
 )
-from bench.profile import parse_collapsed, summarize
 from bench.report import (
     BigSelectRow,
     BigSelectRun,
