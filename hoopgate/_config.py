@@ -17,6 +17,11 @@ from typing import Any
 
 from attrs import field, frozen
 
+from hoopgate._approvals import (
+    ApprovalSettings,
+    check_approvals,
+    read_approval_settings,
+)
 from hoopgate._configreader import ConfigError, ConfigReader, load_yaml
 from hoopgate._discovery import DEFAULT_PLUGIN_PACKAGES, discover
 from hoopgate._guardrails import check_targets
@@ -122,6 +127,7 @@ class GatewaySettings:
         plugin_packages: Packages whose C{dropins/} hold plugins.
         dropin_dirs: Extra dropin folders.
         redis: Where the shared state is, with C{store: redis}.
+        approvals: The directory, notifiers and links of approvals.
     """
 
     admin_listen: str
@@ -132,6 +138,7 @@ class GatewaySettings:
     plugin_packages: tuple[str, ...]
     dropin_dirs: tuple[str, ...]
     redis: RedisSettings | None = None
+    approvals: ApprovalSettings | None = None
 
 
 @frozen
@@ -173,6 +180,9 @@ def _read_gateway(reader: ConfigReader) -> GatewaySettings:
         store=store.choice("kind", ("memory", "redis"), "memory"),
         redis=read_redis_settings(store)
         if store.raw("kind", "memory") == "redis"
+        else None,
+        approvals=read_approval_settings(reader.section("approvals"))
+        if reader.has("approvals")
         else None,
         plugin_packages=plugins.strings("packages", DEFAULT_PLUGIN_PACKAGES),
         dropin_dirs=plugins.strings("dropin_dirs", ()),
@@ -369,6 +379,7 @@ def parse_config(
     policy = read_policy(top.section("policy", required=True))
     _check_access(top, policy.access, targets)
     check_targets(policy.guardrails, targets)
+    check_approvals(policy.approvals, targets, gateway.approvals, gateway.store)
     check_mask_targets(policy.masking.rules, targets)
     top.done()
 

@@ -16,9 +16,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hoopgate._approvals import ApprovalInterceptor, ApprovalService, admin_base_url
 from hoopgate._chain import Chain, Context
 from hoopgate._config import Config
-from hoopgate._events import Event, SessionRefused, SessionRequested
+from hoopgate._configreader import ConfigError
+from hoopgate._events import Event, SessionClosed, SessionRefused, SessionRequested
 from hoopgate._guardrails import GuardrailInterceptor
 from hoopgate._identity import Identity
 from hoopgate._interfaces import (
@@ -151,6 +153,22 @@ class AccessInterceptor:
         return ALLOW
 
 
+@implementer(IObserver)
+class _Withdrawal:
+    """
+    Withdraws a session's held approval requests when it closes.
+    """
+
+    def __init__(self, approvals: ApprovalService) -> None:
+        self._approvals = approvals
+
+    def observe(self, event: Event, verdict: Verdict, context: Context) -> None:
+        if isinstance(event, SessionClosed):
+            self._approvals.withdraw(
+                event.session_id, f"session closed ({event.reason})"
+            )
+
+
 @implementer(IGateway)
 class Gateway:
     """
@@ -186,6 +204,7 @@ class Gateway:
         self._timers: dict[str, list[IDelayedCall]] = {}
         self._cancel_keys: dict[str, str] = {}
         self.config = config
+        self.approvals = self._make_approvals(config)
         self.chain = self._build_chain(config)
         store.subscribe("hoopgate:cancel", self._cancel_here)
         store.subscribe("hoopgate:terminate", self._terminate_here)
@@ -209,7 +228,52 @@ class Gateway:
         if config.policy.masking.rules:
             interceptors.append(self.masking)
             observers.insert(0, self.masking)
+        self._add_approvals(config, interceptors, observers)
         return Chain(interceptors=interceptors, observers=observers)
+
+    def _make_approvals(self, config: Config) -> ApprovalService | None:
+        settings = config.gateway.approvals
+        if settings is None:
+            return None
+        return ApprovalService(
+            self.reactor,
+            self.store,
+            settings,
+            self.recorder.observe,
+            admin_url=admin_base_url(config.gateway.admin_listen),
+        )
+
+    def _add_approvals(
+        self,
+        config: Config,
+        interceptors: list[IInterceptor],
+        observers: list[IObserver],
+    ) -> None:
+        if self.approvals is None:
+            if config.policy.approvals:
+                # The service is made once, at start, so that held events
+                # survive reloads: approval settings need a restart.
+                raise ConfigError(
+                    "gateway.approvals was added after start: restart hoopgate"
+                )
+            return
+        if config.gateway.approvals != self.approvals.settings:
+            self._log.warn("Changes to gateway.approvals take effect after a restart")
+        if config.policy.approvals:
+            interceptors.append(
+                ApprovalInterceptor(
+                    self.approvals, config.policy.approvals, self._access_ends
+                )
+            )
+        # Before the recorder: a session's held requests are withdrawn
+        # (and recorded) before its closing line.
+        observers.insert(0, _Withdrawal(self.approvals))
+
+    def _access_ends(self, session_id: str, until: float) -> None:
+        delay = max(0.0, until - self.reactor.seconds())
+        self.reactor.callLater(
+            delay, self._end, session_id, "access_expired", "approved access expired"
+        )
 
     def reload(self, config: Config) -> None:
         """
@@ -468,6 +532,15 @@ class Gateway:
         session = self._sessions.get(session_id)
         if session is None:
             return False
+        approvals = self.approvals
+        if approvals is not None and approvals.withdraw(session_id, "cancelled"):
+            # What the client cancelled never reached the target: a
+            # cancel sent there now would hit whatever runs next.
+            self._log.info(
+                "Cancel withdrew the held request of session {session_id}",
+                session_id=session_id,
+            )
+            return True
         self._log.info(
             "Cancel requested for session {session_id}", session_id=session_id
         )

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from hoopgate._config import ListenerConfig
     from hoopgate._configreader import ConfigReader
     from hoopgate._events import Event, SessionRequested, StatementPart
+    from hoopgate._notify import Notification
     from hoopgate._session import Session
     from hoopgate._verdicts import Verdict
 
@@ -265,4 +266,22 @@ class IStore(Interface):
         Call C{callback()} each time the subscriptions are in place again
         after the connection to the shared state was lost (messages sent
         meanwhile are gone: read again what you wait for).
+        """
+
+
+class INotifier(Interface):
+    """
+    Tells approvers that a request waits for them (mail, chat, a log).
+    """
+
+    name = Attribute("A short name for logs (C{email}, C{webhook}, C{log}).")
+
+    def notify(notification: Notification) -> Deferred[None]:
+        """
+        Deliver a notification: its request (literals masked) and one
+        link per approver, each for that approver only.
+
+        Returns:
+            A C{Deferred} firing once delivered, or failing (logged) when
+            it could not be.
         """

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from attrs import field, frozen
 
+from hoopgate._approvals import ApprovalRule, read_approval_rule
 from hoopgate._configreader import ConfigReader
 from hoopgate._guardrails import GuardrailRule, read_guardrail
 from hoopgate._identity import Identity
@@ -70,12 +71,14 @@ class Policy:
         access: Access rules in file order.
         guardrails: Guardrail rules in file order.
         masking: Masking rules and options (L{hoopgate._maskrules}).
+        approvals: Approval rules in file order (L{hoopgate._approvals}).
     """
 
     version: int
     access: tuple[AccessRule, ...]
     guardrails: tuple[GuardrailRule, ...] = ()
     masking: MaskingPolicy = field(factory=MaskingPolicy)
+    approvals: tuple[ApprovalRule, ...] = ()
 
     def authorize(self, identity: Identity, target: str) -> AccessDecision:
         """
@@ -148,9 +151,15 @@ def read_policy(reader: ConfigReader) -> Policy:
     masking = read_masking(reader.section("masking"))
     names = [r.name for r in access + guardrails] + [r.name for r in masking.rules]
     _unique(reader, "masking", names)
+    approvals = tuple(read_approval_rule(r) for r in reader.sections("approvals"))
+    _unique(reader, "approvals", names + [r.name for r in approvals])
     reader.done()
     return Policy(
-        version=version, access=access, guardrails=guardrails, masking=masking
+        version=version,
+        access=access,
+        guardrails=guardrails,
+        masking=masking,
+        approvals=approvals,
     )
 
 

@@ -82,6 +82,7 @@ class GatewayService(MultiService):
         )
         if isinstance(self.store, RedisStore):
             self.store.start()
+        self._start_approvals()
         super().startService()  # type: ignore[no-untyped-call]
         signal.signal(
             signal.SIGHUP,
@@ -91,10 +92,29 @@ class GatewayService(MultiService):
 
     def stopService(self) -> Any:
         result = super().stopService()  # type: ignore[no-untyped-call]
+        if self.gateway.approvals is not None:
+            self.gateway.approvals.stop()
         self.recorder.close()
         if isinstance(self.store, RedisStore):
             self.store.stop()
         return result
+
+    def _start_approvals(self) -> None:
+        approvals = self.gateway.approvals
+        if approvals is None:
+            return
+        approvals.start()
+        self._log.info(
+            "Approvals: directory {directory}, links to {url}, {rules} rules",
+            directory=approvals.directory.where,
+            url=approvals.base_url,
+            rules=len(self.gateway.config.policy.approvals),
+        )
+        if approvals.settings.link_secret is None:
+            self._log.warn(
+                "gateway.approvals.link_secret is not set: approval links "
+                "work only in this process, until it restarts"
+            )
 
     def reload(self) -> None:
         """
@@ -111,6 +131,8 @@ class GatewayService(MultiService):
         config = load_config(self.config_path, plugins=current.plugins)
         if config.listeners != current.listeners:
             self._log.warn("Listener changes take effect after a restart")
+        if config.gateway.approvals is not None and self.gateway.approvals is None:
+            raise ConfigError("gateway.approvals was added: it needs a restart")
         self.gateway.reload(config)
         self.gateway.verifier.prime()
 
