@@ -34,6 +34,7 @@ test-case-name: tests.unit.test_approvals_ldap
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -249,6 +250,15 @@ def _values(entry: Any, name: str) -> list[str]:
     return []
 
 
+def _close(connection: Connection) -> None:
+    # Closing a connection whose TLS handshake failed fails again; the
+    # first error is the one worth reporting.
+    try:
+        connection.unbind()
+    except LDAPException:
+        return
+
+
 def _member_dn(value: str) -> str:
     # uniqueMember may carry an optional unique identifier: DN#'0101'B.
     if "#'" in value and value.endswith("'B"):
@@ -357,7 +367,8 @@ class Directory:
             user=user,
             password=password,
             auto_referrals=False,
-            receive_timeout=settings.timeout,
+            # ldap3 packs it into a socket option as a whole number.
+            receive_timeout=max(1, math.ceil(settings.timeout)),
             read_only=True,
             raise_exceptions=False,
         )
@@ -370,9 +381,9 @@ class Directory:
             if connection.bind():
                 return connection
         except BaseException:
-            connection.unbind()
+            _close(connection)
             raise
-        connection.unbind()
+        _close(connection)
         return None
 
     def _service(self) -> Connection:
