@@ -18,6 +18,8 @@ from enum import Enum
 
 from attrs import define, frozen
 
+from hoopgate_plugins.postgres._codec import parse_fields
+
 
 class Kind(Enum):
     """
@@ -92,6 +94,14 @@ def rows_of(tag: str) -> int:
     """
     last = tag.rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
+
+
+def _error_text(error: bytes) -> tuple[str, str]:
+    """
+    The SQLSTATE and message of an ErrorResponse the gateway built.
+    """
+    fields = parse_fields(error[5:])
+    return fields.get("C", ""), fields.get("M", "")
 
 
 def _finish(entry: Pending, status: str, now: float) -> Outcome:
@@ -230,13 +240,15 @@ class ResponseTracker:
         head = self.head
         if head is None:
             return [], None
-        if head.kind is Kind.SIMPLE:
-            head.error_code, head.error_message = code, message
-            if head.replacement is not None:
-                return [], head.replacement
-            return [], None
         if head.kind is Kind.SYNC:
             return [], None
+        if head.replacement is not None:
+            # The client sees the refusal, not the server's error about
+            # the statement sent in its place; so does the recording.
+            code, message = _error_text(head.replacement)
+        if head.kind is Kind.SIMPLE:
+            head.error_code, head.error_message = code, message
+            return [], head.replacement
 
         self._queue.popleft()
         head.error_code, head.error_message = code, message
