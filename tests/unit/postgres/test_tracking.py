@@ -6,13 +6,13 @@ server response finishes, across the protocol's uneven counts.
 from __future__ import annotations
 
 from hoopgate_plugins.postgres import _codec as pg
-from hoopgate_plugins.postgres._tracking import ResponseTracker, rows_of
+from hoopgate_plugins.postgres._tracking import Outcome, ResponseTracker, rows_of
 
 REFUSAL = pg.error_response("ERROR", "42501", "hoopgate: statement blocked")
 
 
-def statuses(outcomes: list[object]) -> list[tuple[str, str]]:
-    return [(o.statement_id, o.status) for o in outcomes]  # type: ignore[attr-defined]
+def statuses(outcomes: list[Outcome]) -> list[tuple[str, str]]:
+    return [(o.statement_id, o.status) for o in outcomes]
 
 
 class TestSimple:
