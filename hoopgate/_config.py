@@ -79,11 +79,15 @@ class Credential:
         name: The set's name, which access rules refer to.
         user: The account on the target.
         password: Its password, if it uses one.
+        private_key: The private key it logs in with, if it uses one
+            (SSH): PEM or OpenSSH text, inline, C{{env: NAME}} or
+            C{{file: PATH}}.
     """
 
     name: str
     user: str
     password: Secret | None = None
+    private_key: Secret | None = None
 
 
 @frozen
@@ -275,6 +279,7 @@ def _read_credential(reader: ConfigReader) -> Credential:
         name=reader.string("name"),
         user=reader.string("user"),
         password=reader.secret("password") if reader.has("password") else None,
+        private_key=reader.secret("private_key") if reader.has("private_key") else None,
     )
     reader.done()
     return credential

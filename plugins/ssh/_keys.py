@@ -78,15 +78,31 @@ def load_private_key(path: str) -> Key:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise KeyFileError(f"cannot read {path}: {e.strerror}") from None
+    return parse_private_key(raw, path)
+
+
+def parse_private_key(data: bytes, where: str) -> Key:
+    """
+    An unencrypted private key (OpenSSH or PEM format) from its text.
+
+    Args:
+        data: The key's text.
+        where: Where it came from, for messages (never the key).
+
+    Raises:
+        KeyFileError: It is not such a key.
+    """
     try:
-        key: Key = Key.fromString(raw)
+        key: Key = Key.fromString(data)
     except EncryptedKeyError:
-        raise KeyFileError(f"{path} is encrypted; the gateway needs it clear") from None
+        raise KeyFileError(
+            f"{where} is encrypted; the gateway needs it clear"
+        ) from None
     except (BadKeyError, ValueError):
-        raise KeyFileError(f"{path} is not a private key") from None
+        raise KeyFileError(f"{where} is not a private key") from None
     if not key.isPublic() and key.type():
         return key
-    raise KeyFileError(f"{path} holds a public key, not a private one")
+    raise KeyFileError(f"{where} holds a public key, not a private one")
 
 
 def public_key_blob(line: str) -> bytes:
@@ -178,5 +194,6 @@ __all__ = [
     "known_host_keys",
     "load_or_create_host_key",
     "load_private_key",
+    "parse_private_key",
     "public_key_blob",
 ]

@@ -51,7 +51,11 @@ from hoopgate_plugins.ssh._legs import (
     detach_gate,
 )
 from hoopgate_plugins.ssh._relay import Relay
-from hoopgate_plugins.ssh._settings import listener_settings, target_settings
+from hoopgate_plugins.ssh._settings import (
+    listener_settings,
+    login_key,
+    target_settings,
+)
 from hoopgate_plugins.ssh._upstream import VERSION, UpstreamTransport, connect_upstream
 
 #: The OpenSSH client cuts passwords (and askpass answers) at this length.
@@ -228,7 +232,7 @@ class ClientTransport(SSHServerTransport):
             self,
             settings.host_keys,
             user,
-            settings.private_keys[credential.name],
+            login_key(credential),
             session.target.name,
         )
         self._upstream = upstream

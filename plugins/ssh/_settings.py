@@ -7,17 +7,22 @@ test-case-name: tests.unit.ssh.test_plugin
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
 from pathlib import Path
 
 from attrs import frozen
 from twisted.conch.ssh.keys import Key
 
-from hoopgate.plugin import ConfigReader, ListenerConfig, Session
+from hoopgate.plugin import (
+    ConfigReader,
+    Credential,
+    ListenerConfig,
+    Secret,
+    Session,
+)
 from hoopgate_plugins.ssh._keys import (
     KeyFileError,
     known_host_keys,
-    load_private_key,
+    parse_private_key,
     public_key_blob,
 )
 
@@ -71,8 +76,6 @@ class TargetSettings:
 
     Attributes:
         host_keys: The target's accepted host key blobs (pinned).
-        private_keys: The key the gateway logs in with, per credential
-            set name.
         accept_env: Patterns of environment variable names a client may
             pass (C{env} requests); others are dropped and recorded.
         forward_to: Destinations C{direct-tcpip} channels may reach;
@@ -83,7 +86,6 @@ class TargetSettings:
     """
 
     host_keys: frozenset[bytes]
-    private_keys: Mapping[str, Key]
     accept_env: tuple[str, ...]
     forward_to: tuple[ForwardRule, ...]
     connect_timeout: float
@@ -154,35 +156,20 @@ def _read_host_keys(reader: ConfigReader, host: str, port: int) -> frozenset[byt
     return frozenset(blobs)
 
 
-def _credential_names(reader: ConfigReader) -> set[str]:
-    # The core reads the credential sets; their names are only checked
-    # here, so a key for a set that does not exist is an error.
-    raw = reader.raw("credentials", None) or []
-    return {str(c.get("name")) for c in raw if isinstance(c, dict)}
-
-
-def _read_private_keys(reader: ConfigReader) -> dict[str, Key]:
-    known = _credential_names(reader)
-    keys: dict[str, Key] = {}
-    for section in reader.sections("private_keys"):
-        name = section.string("credential")
-        if name not in known:
-            raise section.error("credential", f"no credential set named {name!r}")
-        if name in keys:
-            raise section.error("credential", f"{name!r} has a key already")
-        path = section.string("file")
+def _check_credential_keys(reader: ConfigReader) -> None:
+    # The core reads the credential sets; the gateway logs in to SSH
+    # targets with keys only, so each set needs a private key that
+    # parses, or the configuration is refused here, at load.
+    for section in reader.sections("credentials"):
+        if not section.has("private_key"):
+            raise section.error(
+                "private_key", "an SSH credential set needs the key it logs in with"
+            )
+        secret = section.secret("private_key")
         try:
-            keys[name] = load_private_key(path)
+            parse_private_key(secret.reveal().encode("utf-8"), _where(secret))
         except KeyFileError as e:
-            raise section.error("file", str(e)) from None
-        section.done()
-
-    missing = sorted(known - set(keys))
-    if missing:
-        raise reader.error(
-            "private_keys", f"credential set {missing[0]!r} has no private key"
-        )
-    return keys
+            raise section.error("private_key", str(e)) from None
 
 
 def read_target(reader: ConfigReader) -> TargetSettings:
@@ -194,10 +181,10 @@ def read_target(reader: ConfigReader) -> TargetSettings:
     forward_to = tuple(
         _read_forward(reader, t) for t in reader.strings("forward_to", ())
     )
+    _check_credential_keys(reader)
 
     return TargetSettings(
         host_keys=_read_host_keys(reader, host, port),
-        private_keys=_read_private_keys(reader),
         accept_env=reader.strings("accept_env", DEFAULT_ACCEPT_ENV),
         forward_to=forward_to,
         connect_timeout=reader.duration("connect_timeout", 10.0),
@@ -212,6 +199,20 @@ def listener_settings(listener: ListenerConfig) -> ListenerSettings:
     settings = listener.settings
     assert isinstance(settings, ListenerSettings)
     return settings
+
+
+def login_key(credential: Credential) -> Key:
+    """
+    The private key a credential set logs in with (checked at load).
+    """
+    secret = credential.private_key
+    if secret is None:
+        raise KeyFileError(f"credential set {credential.name!r} has no private key")
+    return parse_private_key(secret.reveal().encode("utf-8"), _where(secret))
+
+
+def _where(secret: Secret) -> str:
+    return f"the key from {secret.source}"
 
 
 def target_settings(session: Session) -> TargetSettings:

@@ -89,12 +89,10 @@ def _ssh_yaml(servers: dict[str, str], port: int, host_key: Path) -> dict[str, s
     known_hosts: {_q(servers["SSH_KNOWN_HOSTS"])}
     forward_to: [{_q("127.0.0.1:" + servers["PG_PORT"])}, {_q("127.0.0.1:" + servers["SSH_PORT"])}]
     accept_env: [LANG, "LC_*", "HG_TEST_OK*"]
-    private_keys:
-      - credential: main
-        file: {_q(servers["SSH_CLIENT_KEY"])}
     credentials:
       - name: main
         user: {servers["SSH_USER"]}
+        private_key: {{file: {_q(servers["SSH_CLIENT_KEY"])}}}
 """
     sshd_key = Path(servers["SSH_HOST_KEY_PUB"]).read_text(encoding="ascii").strip()
     other_key = Path(servers["SSH_CLIENT_KEY"] + ".pub").read_text(encoding="ascii")
@@ -109,12 +107,10 @@ def _ssh_yaml(servers: dict[str, str], port: int, host_key: Path) -> dict[str, s
     port: {target_port}
     host_keys: [{_q(key)}]
     connect_timeout: 5s
-    private_keys:
-      - credential: main
-        file: {_q(servers["SSH_CLIENT_KEY"])}
     credentials:
       - name: main
         user: {servers["SSH_USER"]}
+        private_key: {{file: {_q(servers["SSH_CLIENT_KEY"])}}}
 """
     rule = f"""\
     - name: ssh-ci

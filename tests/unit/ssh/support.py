@@ -70,7 +70,6 @@ def settings(
 ) -> TargetSettings:
     return TargetSettings(
         host_keys=frozenset(),
-        private_keys={},
         accept_env=accept_env,
         forward_to=forward_to,
         connect_timeout=10.0,

@@ -9,17 +9,36 @@ from pathlib import Path
 import pytest
 from zope.interface.verify import verifyObject
 
+from hoopgate._config import parse_config
 from hoopgate._configreader import load_yaml
 from hoopgate.plugin import ConfigError, ConfigReader, IProtocolPlugin, ListenerConfig
 from hoopgate_plugins.ssh._keys import load_or_create_host_key
 from hoopgate_plugins.ssh._plugin import plugin
 from hoopgate_plugins.ssh._server import GatewaySSHFactory
-from hoopgate_plugins.ssh._settings import ForwardRule, TargetSettings
+from hoopgate_plugins.ssh._settings import ForwardRule, TargetSettings, login_key
 from tests.unit.postgres.test_adapter import FakeGateway
 
 
 def _reader(text: str) -> ConfigReader:
     return load_yaml(text, "test.yaml")
+
+
+_CONFIG = """\
+gateway: {}
+identity:
+  issuers: []
+listeners: []
+policy:
+  version: 1
+  access: []
+"""
+
+
+def _indent(target: str) -> str:
+    lines = target.splitlines()
+    return "".join(
+        ("  - " if n == 0 else "    ") + line + "\n" for n, line in enumerate(lines)
+    )
 
 
 class TestPlugin:
@@ -41,12 +60,10 @@ protocol: ssh
 host: 127.0.0.1
 port: {port}
 known_hosts: {self.known_hosts}
-private_keys:
-  - credential: main
-    file: {self.key_path}
 credentials:
   - name: main
     user: root
+    private_key: {{file: {self.key_path}}}
 {extra}"""
 
     def test_provides_interface(self) -> None:
@@ -85,13 +102,63 @@ credentials:
         error = caught.value
         assert "fail closed" in str(error)
 
-    def test_unknown_credential(self) -> None:
-        text = self.target().replace("credential: main", "credential: other")
+    def test_credential_without_key(self) -> None:
+        """
+        An SSH credential set without a private key is refused at load.
+        """
+        text = self.target().replace(
+            f"    private_key: {{file: {self.key_path}}}\n", ""
+        )
 
         with pytest.raises(ConfigError) as caught:
             plugin.read_target(_reader(text))
         error = caught.value
-        assert "no credential set named 'other'" in str(error)
+        assert "credentials[0].private_key (line 7)" in str(error)
+        assert "needs the key it logs in with" in str(error)
+
+    def test_credential_key_not_a_key(self) -> None:
+        """
+        A private key that does not parse is refused at load, naming
+        where it came from but never its text.
+        """
+        text = self.target().replace(
+            f"{{file: {self.key_path}}}", "not-a-key-but-secret-text"
+        )
+
+        with pytest.raises(ConfigError) as caught:
+            plugin.read_target(_reader(text))
+        error = str(caught.value)
+        assert "the key from inline is not a private key" in error
+        assert "not-a-key-but-secret-text" not in error
+
+    def test_credential_key_public(self) -> None:
+        public = self.base / "client_key.pub"
+        text = self.target().replace(f"file: {self.key_path}", f"file: {public}")
+
+        with pytest.raises(ConfigError) as caught:
+            plugin.read_target(_reader(text))
+        assert "holds a public key, not a private one" in str(caught.value)
+
+    def test_credential_key_inline(self) -> None:
+        """
+        The core reads C{private_key} into the credential set (here inline
+        PEM text); the plugin logs in with that key.
+        """
+        pem = self.key_path.read_text()
+        indented = "".join(f"      {line}\n" for line in pem.splitlines())
+        text = self.target().replace(
+            f"private_key: {{file: {self.key_path}}}", "private_key: |\n" + indented
+        )
+        config = parse_config(
+            _CONFIG + "targets:\n" + _indent(text), plugins={"ssh": plugin}
+        )
+
+        credential = config.targets["box"].credentials["main"]
+
+        assert credential.private_key is not None
+        assert credential.private_key.source == "inline"
+        assert "BEGIN" not in repr(credential)
+        assert login_key(credential).public().blob() == self.blob
 
     def test_bad_forward(self) -> None:
         with pytest.raises(ConfigError) as caught:
