@@ -40,17 +40,13 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from attrs import frozen
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    FileBodyProducer,
-    readBody,
-)
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -220,6 +216,14 @@ class EmailSettings:
     timeout: float = 30.0
 
 
+def _first_error(failure: Failure) -> Failure:
+    # gatherResults wraps the first failure in a FirstError: unwrap it,
+    # so the log names what went wrong.
+    while isinstance(failure.value, FirstError):
+        failure = failure.value.subFailure
+    return failure
+
+
 def _message(notification: Notification, recipient: Recipient, sender: str) -> bytes:
     message = EmailMessage()
     message["From"] = sender
@@ -273,7 +277,7 @@ class EmailNotifier:
                     request_id=notification.request_id,
                 )
         done: Deferred[Any] = gatherResults(sending, consumeErrors=True)
-        return done.addCallback(lambda _: None)
+        return done.addCallbacks(lambda _: None, _first_error)
 
     def _context(self) -> Any:
         settings = self._settings
@@ -289,8 +293,23 @@ class EmailNotifier:
 
         settings = self._settings
         sent: Deferred[Any] = Deferred()
+        closed: Deferred[None] = Deferred()
+
+        # Twisted's mail factories have no annotations (Twisted 26.10), and
+        # mypy's untyped_calls_exclude does not cover calls through super().
+        class Sender(ESMTPSenderFactory):
+            def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
+                super().clientConnectionLost(connector, reason)  # type: ignore[no-untyped-call]
+                if not closed.called:
+                    closed.callback(None)
+
+            def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+                super().clientConnectionFailed(connector, reason)  # type: ignore[no-untyped-call]
+                if not closed.called:
+                    closed.callback(None)
+
         password = settings.password.reveal().encode() if settings.password else None
-        factory = ESMTPSenderFactory(
+        factory = Sender(  # type: ignore[no-untyped-call]
             settings.username.encode() if settings.username else None,
             password,
             settings.sender,
@@ -327,7 +346,11 @@ class EmailNotifier:
             )
             return failure
 
-        return sent.addCallbacks(delivered, failed)
+        sent.addCallbacks(delivered, failed)
+        # Done once the relay connection is closed too, so nothing of it
+        # outlives the notification.
+        both: Deferred[Any] = gatherResults([sent, closed], consumeErrors=True)
+        return both.addCallbacks(lambda _: None, _first_error)
 
 
 # -- webhook --------------------------------------------------------------
@@ -543,16 +566,39 @@ class WebhookNotifier:
 
     def _answered(self, response: Any) -> Deferred[None]:
         code = int(response.code)
-        reading: Deferred[bytes] = readBody(response)
+        drained = _Drain()
+        response.deliverBody(drained)
 
-        def judged(_: bytes) -> None:
+        def judged(_: object) -> None:
             if 200 <= code < 300:
                 return
             if code == 429 or code >= 500:
                 raise _RetryableError(f"HTTP {code}")
             raise _FinalError(f"HTTP {code}")
 
-        return reading.addCallback(judged)
+        return drained.finished.addCallback(judged)
+
+
+class _Drain(Protocol):
+    """
+    Reads a webhook's answer to its end and keeps none of it.
+    """
+
+    def __init__(self) -> None:
+        self.finished: Deferred[None] = Deferred()
+        self._size = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > _MAX_REPLY and not self.finished.called:
+            self.finished.callback(None)
+            stop = getattr(self.transport, "stopProducing", None)
+            if stop is not None:
+                stop()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.finished.called:
+            self.finished.callback(None)
 
 
 class _FinalError(Exception):
