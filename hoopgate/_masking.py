@@ -32,7 +32,9 @@ Decisions worth knowing:
   - US social security numbers need the dashed C{AAA-GG-SSSS} form; a
     bare run of nine digits is any integer.
   - Card numbers are 13 to 19 digits, contiguous or in groups of 3 to 6
-    joined by single spaces or dashes, passing the Luhn check.  One
+    joined by single spaces or dashes, passing the Luhn check, and not
+    glued to letters: a run of digits inside a hex string or a hash is
+    not a card number (one in ten such runs passes the Luhn check).  One
     integer of that length in ten passes it, so a caller scanning a
     numeric column must be ready to re-describe it as text (or null it).
 
@@ -517,9 +519,9 @@ _EMAIL = re.compile(
 )
 
 _CARD = re.compile(
-    r"[0-9](?<![0-9][0-9])"
+    r"[0-9](?<![0-9A-Za-z][0-9])"
     r"(?:[0-9]{2,5}(?:[ -][0-9]{3,6}){1,5}|[0-9]{12,18})"
-    r"(?![0-9])"
+    r"(?![0-9A-Za-z])"
 )
 
 _IBAN = re.compile(

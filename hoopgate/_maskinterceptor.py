@@ -444,7 +444,7 @@ class MaskingInterceptor:
         plan = _compiled(enforce[0], event.encoding)
         dry_plan = _compiled(dry[0], event.encoding)
         notes = tuple(Note("dry_run", name) for name in noted)
-        self.dry_run_hits.update(noted)
+        self.dry_run_hits.update(list(noted))
         if plan is None and dry_plan is None:
             return Allow(notes=notes) if notes else ALLOW
 
@@ -484,7 +484,7 @@ class MaskingInterceptor:
         if dry != event.fields:
             names = dict.fromkeys(r.name for r in masking.detect_rules(None, False))
             notes = tuple(Note("dry_run", name) for name in names)
-            self.dry_run_hits.update(names)
+            self.dry_run_hits.update(list(names))
         if fields == event.fields:
             return Allow(notes=notes) if notes else ALLOW
 

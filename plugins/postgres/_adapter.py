@@ -42,6 +42,7 @@ from hoopgate.plugin import (
     Notice,
     Parameter,
     ResultDescribed,
+    ResultSample,
     Rewrite,
     RowTransformer,
     Session,
@@ -57,11 +58,13 @@ from hoopgate.plugin import (
 from hoopgate_plugins.postgres import _codec as pg
 from hoopgate_plugins.postgres import _errors
 from hoopgate_plugins.postgres._catalog import Catalog, Table, catalog_for
+from hoopgate_plugins.postgres._copyrows import CopyFormatError, CopyMasker
 from hoopgate_plugins.postgres._flow import PauseGate, hang_up, link, nodelay
 from hoopgate_plugins.postgres._options import filter_options
+from hoopgate_plugins.postgres._results import Describe, DescribeQueue, ResultSampler
 from hoopgate_plugins.postgres._settings import listener_settings, target_settings
 from hoopgate_plugins.postgres._sql import SessionState, classify
-from hoopgate_plugins.postgres._tracking import Outcome, ResponseTracker
+from hoopgate_plugins.postgres._tracking import Kind, Outcome, ResponseTracker, rows_of
 from hoopgate_plugins.postgres._upstream import Details, ServerConnection, send_cancel
 
 F = pg.FrontendType
@@ -81,13 +84,28 @@ _PASS = frozenset(
         B.NOTIFICATION_RESPONSE,
     }
 )
-_PASS_MASKED = _PASS - {B.DATA_ROW}
+
+# What passes, by (rows looked at, COPY data looked at, Describes
+# tracked): rows are looked at while a plan masks them or a sample takes
+# them, NoData while the gateway's own Describes may be answered by it.
+_PASSING = {
+    (rows, copy, describes): _PASS
+    - ({B.DATA_ROW} if rows else set())
+    - ({B.COPY_DATA} if copy else set())
+    - ({B.NO_DATA} if describes else set())
+    for rows in (False, True)
+    for copy in (False, True)
+    for describes in (False, True)
+}
 
 # A statement the server fails at once, sent in place of a refused one so
 # that the server, too, sees the batch or transaction fail.
 _REFUSED_SQL = "hoopgate refused this statement"
 
-_RELAYED_CLIENT = frozenset({F.DESCRIBE, F.FLUSH, F.COPY_DATA})
+_RELAYED_CLIENT = frozenset({F.FLUSH, F.COPY_DATA})
+
+# Statements whose COPY parts the relay keeps, for COPY TO masking.
+_COPY_STATEMENTS = 64
 
 
 def _peer(transport: Any) -> str:
@@ -192,6 +210,50 @@ def _redescribe(description: pg.RowDescription, event: ResultDescribed) -> bytes
     return pg.row_description(fields, encoding="latin-1")
 
 
+def _unquoted(name: str) -> str:
+    if name.startswith('"') and name.endswith('"') and len(name) > 1:
+        return name[1:-1].replace('""', '"')
+    return name
+
+
+def _last_part(relation: str) -> str:
+    """
+    The name of a C{schema.name} relation, without its schema.
+    """
+    position = 0
+    start = 0
+    while position < len(relation):
+        if relation[position] == '"':
+            end = relation.find('"', position + 1)
+            while end >= 0 and relation.startswith('""', end):
+                end = relation.find('"', end + 2)
+            position = len(relation) if end < 0 else end + 1
+        elif relation[position] == ".":
+            position += 1
+            start = position
+        else:
+            position += 1
+    return relation[start:]
+
+
+def _copy_columns(part: StatementPart, count: int) -> tuple[Column, ...]:
+    """
+    The fields of a COPY TO STDOUT as result columns: their lineage when
+    the statement names a table and its columns, none otherwise.
+    """
+    names = [c for c in part.columns if c != "*"]
+    if not part.reads or part.derived_columns or len(names) != count:
+        return tuple(Column(name="", type_name="text") for _ in range(count))
+    reads = part.reads
+    # Several schemas of the search path may hold the table: name it
+    # without one, so that a rule for any of them masks it.
+    table = reads[0] if len(reads) == 1 else _last_part(reads[0])
+    return tuple(
+        Column(name=_unquoted(n), type_name="text", table=table, column=_unquoted(n))
+        for n in names
+    )
+
+
 @implementer(ISessionHandle)
 class ClientConnection(protocol.Protocol):
     """
@@ -233,6 +295,15 @@ class ClientConnection(protocol.Protocol):
         self._sql_state = SessionState()
         self._status = pg.TransactionStatus.IDLE
         self._plan: RowTransformer | None = None
+        self._describes: DescribeQueue | None = None
+        self._sampler: ResultSampler | None = None
+        self._record_rows = 0
+        self._record_bytes = 0
+        self._copy: CopyMasker | None = None
+        self._copy_plan: RowTransformer | None = None
+        self._copy_out = False
+        self._copy_parts: dict[str, tuple[StatementPart, ...]] = {}
+        self._copies_seen: dict[str, int] = {}
         self._waiting = False
         self._login_timer: IDelayedCall | None = None
         self._server_reader: pg.BackendReader | None = None
@@ -445,6 +516,7 @@ class ClientConnection(protocol.Protocol):
         self.session = session
         self._state = "connecting"
         self._sql_state = self._state_for_sql()
+        self._prepare_results(session)
         settings = target_settings(session)
         options, dropped = filter_options(
             self._startup.get("options", ""), settings.allowed_options
@@ -682,6 +754,9 @@ class ClientConnection(protocol.Protocol):
         out: list[bytes],
     ) -> None:
         now = self._now()
+        self._note_copies(event)
+        if self._describes is not None:
+            self._describes.query()
         if isinstance(verdict, Deny):
             assert self.session is not None
             error = _errors.denied(verdict.reason, self.session.id, self._encoding)
@@ -728,6 +803,7 @@ class ClientConnection(protocol.Protocol):
             return
         self._refused.pop(name, None)
         self._statements[name] = (event.statement_id, _sets_password(event.text))
+        self._note_copies(event)
         out.append(frame.raw)
 
     def _on_bind(self, frame: pg.Frame, out: list[bytes]) -> None:
@@ -785,6 +861,22 @@ class ClientConnection(protocol.Protocol):
             self._violation(f"Execute of portal {portal!r} the gateway never saw")
             return
         self._tracker.execute(statement_id, self._now())
+        if self._describes is not None:
+            # The answer carries the formats the Bind asked for; the rows
+            # that follow are masked by the plan made from it.
+            self._describes.describe(Describe("P", portal, statement_id, True))
+            out.append(pg.describe("P", portal, encoding=self._encoding))
+        out.append(frame.raw)
+
+    def _on_describe(self, frame: pg.Frame, out: list[bytes]) -> None:
+        if self._describes is not None:
+            message = pg.parse_describe(frame.payload, "latin-1")
+            name = message.name.encode("latin-1").decode(self._encoding, "replace")
+            if message.kind == "S":
+                statement_id = self._statements.get(name, ("", False))[0]
+            else:
+                statement_id = self._portals.get(name, "")
+            self._describes.describe(Describe(message.kind, name, statement_id))
         out.append(frame.raw)
 
     def _on_close_message(self, frame: pg.Frame, out: list[bytes]) -> None:
@@ -799,11 +891,15 @@ class ClientConnection(protocol.Protocol):
 
     def _on_sync(self, frame: pg.Frame, out: list[bytes]) -> None:
         self._tracker.sync()
+        if self._describes is not None:
+            self._describes.sync()
         self._portals.pop("", None)
         out.append(frame.raw)
 
     def _on_copy_end(self, frame: pg.Frame, out: list[bytes]) -> None:
         self._tracker.copy_end()
+        if self._describes is not None:
+            self._describes.copy_end()
         out.append(frame.raw)
 
     def _on_terminate(self, frame: pg.Frame, out: list[bytes]) -> None:
@@ -818,6 +914,8 @@ class ClientConnection(protocol.Protocol):
             reference=self.session.id,
         )
         self._tracker.query(self.session.next_id(), self._now(), replacement=error)
+        if self._describes is not None:
+            self._describes.query()
         out.append(pg.query(_REFUSED_SQL))
 
     _client_handlers: ClassVar[
@@ -827,6 +925,7 @@ class ClientConnection(protocol.Protocol):
         F.PARSE: _on_parse,
         F.BIND: _on_bind,
         F.EXECUTE: _on_execute,
+        F.DESCRIBE: _on_describe,
         F.CLOSE: _on_close_message,
         F.SYNC: _on_sync,
         F.COPY_DONE: _on_copy_end,
@@ -840,7 +939,7 @@ class ClientConnection(protocol.Protocol):
     def from_server(self, reader: pg.BackendReader) -> None:
         """
         Relay what the target sent, judging result descriptions and
-        diagnostics and noting completions.
+        diagnostics, masking and sampling rows, and noting completions.
 
         While the names of a result's columns are being looked up, the
         target's bytes wait in C{reader} and reading from it is paused.
@@ -851,21 +950,37 @@ class ClientConnection(protocol.Protocol):
         out: list[bytes] = []
         tracker = self._tracker
         while True:
-            passing = _PASS if self._plan is None else _PASS_MASKED
-            chunk = reader.take_passthrough(passing)
+            chunk = reader.take_passthrough(self._passing())
             if chunk:
                 tracker.add_bytes(len(chunk))
+                if self._sampler is not None:
+                    self._sampler.passed(len(chunk))
                 out.append(chunk)
             frame = reader.next_frame()
             if frame is None:
                 break
             tracker.add_bytes(len(frame.raw))
-            if frame.type == B.ROW_DESCRIPTION and self._needs_lineage(frame):
-                self._write(out)
-                self._await_lineage(frame)
+            if frame.type == B.ROW_DESCRIPTION:
+                entry = self._describes.on_description() if self._describes else None
+                if self._needs_lineage(frame):
+                    self._write(out)
+                    self._await_lineage(frame, entry)
+                    return
+                out.append(self._describe(frame, {}, entry))
+            else:
+                out.append(self._server_frame(frame))
+            if self._state == "closed":
+                # Failed closed: nothing of this batch may follow the error.
                 return
-            out.append(self._server_frame(frame))
         self._write(out)
+
+    def _passing(self) -> frozenset[int]:
+        sampling = self._record_rows > 0 and (
+            self._sampler is None or not self._sampler.full
+        )
+        rows = self._plan is not None or sampling
+        copy = self._copy_out and (self._copy is not None or sampling)
+        return _PASSING[rows, copy, self._describes is not None]
 
     def _write(self, out: list[bytes]) -> None:
         if out:
@@ -876,17 +991,20 @@ class ClientConnection(protocol.Protocol):
     def _server_frame(self, frame: pg.Frame) -> bytes:
         kind = frame.type
         if kind == B.DATA_ROW:
-            return self._masked_row(frame)
-        if kind == B.ROW_DESCRIPTION:
-            return self._describe(frame, {})
+            return self._data_row(frame)
+        if kind == B.COPY_DATA:
+            return self._copy_row(frame)
+        if kind == B.NO_DATA:
+            return self._no_data(frame)
         if kind == B.COMMAND_COMPLETE:
             tag = _text(frame.payload[:-1], self._encoding)
-            self._plan = None
+            self._end_result(rows_of(tag))
             self._finished(
                 [o for o in [self._tracker.on_complete(tag, self._now())] if o]
             )
             return frame.raw
         if kind == B.EMPTY_QUERY_RESPONSE:
+            self._end_result(0)
             self._finished(
                 [o for o in [self._tracker.on_complete("", self._now())] if o]
             )
@@ -897,20 +1015,29 @@ class ClientConnection(protocol.Protocol):
             return self._diagnostic(frame)[0]
         if kind == B.READY_FOR_QUERY:
             self._status = pg.parse_ready_for_query(frame.payload).status
-            self._plan = None
+            self._end_result(None)
+            if self._describes is not None:
+                self._describes.on_ready()
             self._finished(self._tracker.on_ready(self._now()))
             return frame.raw
         if kind == B.PORTAL_SUSPENDED:
+            self._end_result(None)
             self._finished([o for o in [self._tracker.on_suspended(self._now())] if o])
             return frame.raw
         if kind == B.COPY_IN_RESPONSE:
             self._tracker.on_copy_in()
+            if self._describes is not None:
+                self._describes.on_copy_in()
             return frame.raw
         if kind == B.PARAMETER_STATUS:
             status = pg.parse_parameter_status(frame.payload, "latin-1")
             self.parameter_changed(status.name, status.value)
             return frame.raw
-        if kind in (B.COPY_OUT_RESPONSE, B.COPY_DONE):
+        if kind == B.COPY_OUT_RESPONSE:
+            self._start_copy(frame)
+            return frame.raw
+        if kind == B.COPY_DONE:
+            self._copy_out = False
             return frame.raw
         if kind in (B.AUTHENTICATION, B.BACKEND_KEY_DATA, B.COPY_BOTH_RESPONSE):
             raise pg.ProtocolViolation(
@@ -918,7 +1045,18 @@ class ClientConnection(protocol.Protocol):
             )
         return frame.raw
 
-    # -- results: lineage and masking ---------------------------------------
+    # -- results: lineage, masking and samples -------------------------------
+
+    def _prepare_results(self, session: Session) -> None:
+        """
+        Track Describes (for the gateway's own) when someone judges
+        results, and take the recording's sample caps from the policy.
+        """
+        if session.wants(ResultDescribed):
+            self._describes = DescribeQueue()
+        masking = session.config.policy.masking
+        self._record_rows = masking.record_rows
+        self._record_bytes = masking.record_bytes
 
     def _catalog(self) -> Catalog:
         assert self.session is not None
@@ -935,7 +1073,7 @@ class ClientConnection(protocol.Protocol):
         oids = _table_oids(frame)
         return bool(oids) and self._catalog().known(oids) is None
 
-    def _await_lineage(self, frame: pg.Frame) -> None:
+    def _await_lineage(self, frame: pg.Frame, entry: Describe | None) -> None:
         assert self.server is not None and self.server.gate is not None
         gate = self.server.gate
         self._waiting = True
@@ -946,8 +1084,8 @@ class ClientConnection(protocol.Protocol):
             gate.resume("lineage")
             if self._state != "relay":
                 return
-            self._write([self._describe(frame, tables)])
-            if self._server_reader is not None:
+            self._write([self._describe(frame, tables, entry)])
+            if self._server_reader is not None and self._state == "relay":
                 self.from_server(self._server_reader)
 
         def failed(failure: Failure) -> None:
@@ -965,30 +1103,36 @@ class ClientConnection(protocol.Protocol):
 
         self._catalog().lookup(_table_oids(frame)).addCallbacks(found, failed)
 
-    def _describe(self, frame: pg.Frame, tables: dict[int, Table | None]) -> bytes:
+    def _describe(
+        self,
+        frame: pg.Frame,
+        tables: dict[int, Table | None],
+        entry: Describe | None,
+    ) -> bytes:
         """
         Judge a RowDescription: masking may re-describe columns and hand
         back a plan for the rows that follow.
+
+        The answer to a simple Query or to the gateway's own Describe
+        before an Execute sets the plan of the rows that follow (and the
+        latter is not relayed); the answer to the client's own Describe
+        is only re-described.
         """
         assert self.session is not None
         description = pg.parse_row_description(frame.payload, "latin-1")
         if not tables and self.session.wants(ResultDescribed):
             tables = self._catalog().known(_table_oids(frame)) or {}
         head = self._tracker.head
+        statement_id = head.statement_id if head else ""
         event = ResultDescribed(
             session_id=self.session.id,
             protocol="postgres",
-            statement_id=head.statement_id if head else "",
+            statement_id=entry.statement_id if entry else statement_id,
             columns=_columns(description, tables, self._encoding),
+            encoding=self._encoding,
         )
         verdict = self.session.decide(event)
-        self._plan = None
-        if isinstance(verdict, Rewrite):
-            self._plan = verdict.plan
-            if isinstance(verdict.event, ResultDescribed):
-                return _redescribe(description, verdict.event)
-            return frame.raw
-        if not _is_allow(verdict):
+        if not (_is_allow(verdict) or isinstance(verdict, Rewrite)):
             # Results are judged at once or not at all: a refusal or a
             # wait here has nowhere safe to go but the end of the session.
             self._fail(
@@ -996,14 +1140,175 @@ class ClientConnection(protocol.Protocol):
                 "the gateway refused this result",
                 f"result verdict {type(verdict).__name__}",
             )
+            return b""
+
+        plan = verdict.plan if isinstance(verdict, Rewrite) else None
+        if entry is None or entry.injected:
+            self._plan = plan
+        if entry is not None and entry.injected:
+            return b""
+        if isinstance(verdict, Rewrite) and isinstance(verdict.event, ResultDescribed):
+            return _redescribe(description, verdict.event)
         return frame.raw
 
-    def _masked_row(self, frame: pg.Frame) -> bytes:
+    def _no_data(self, frame: pg.Frame) -> bytes:
+        entry = self._describes.on_description() if self._describes else None
+        if entry is not None and entry.injected:
+            self._plan = None
+            return b""
+        return frame.raw
+
+    def _sampler_for_result(self) -> ResultSampler:
+        sampler = self._sampler
+        if sampler is None:
+            sampler = ResultSampler(
+                self._record_rows, self._record_bytes, self._encoding
+            )
+            self._sampler = sampler
+        return sampler
+
+    def _data_row(self, frame: pg.Frame) -> bytes:
         plan = self._plan
-        if plan is None:
-            return frame.raw
-        values = pg.parse_data_row(frame.payload)
-        return pg.data_row(plan(values))
+        raw = frame.raw
+        values: list[bytes | None] | None = None
+        if plan is not None:
+            values = pg.parse_data_row(frame.payload)
+            try:
+                out = plan(values)
+            except Exception:
+                self._log.failure("A row plan failed; closing the session")
+                self._fail(_errors.INTERNAL, "the gateway failed", "row plan failed")
+                return b""
+            if out is not values:
+                raw = pg.data_row(out)
+            values = _recorded(plan, out)
+
+        sampler = self._sampler_for_result()
+        if sampler.full:
+            sampler.add([], len(raw))
+        else:
+            if values is None:
+                values = pg.parse_data_row(frame.payload)
+            sampler.add(values, len(raw))
+        return raw
+
+    def _end_result(self, rows: int | None) -> None:
+        """
+        A result ended: record what left of it, with what masking masked.
+        """
+        sampler, self._sampler = self._sampler, None
+        plan = self._copy_plan or self._plan
+        self._plan = None
+        self._copy = None
+        self._copy_plan = None
+        self._copy_out = False
+        if sampler is None or self.session is None:
+            return
+
+        if rows is not None:
+            sampler.completed(rows)
+        report = getattr(plan, "report", None)
+        head = self._tracker.head
+        self.session.observe(
+            ResultSample(
+                session_id=self.session.id,
+                protocol="postgres",
+                statement_id=head.statement_id if head else "",
+                rows=tuple(sampler.rows),
+                total_rows=sampler.total_rows,
+                total_bytes=sampler.total_bytes,
+                truncated=sampler.truncated,
+                masked=tuple(report()) if callable(report) else (),
+            )
+        )
+
+    # -- COPY TO STDOUT ---------------------------------------------------------
+
+    def _note_copies(self, event: StatementReceived) -> None:
+        """
+        Keep the COPY TO STDOUT parts of a statement, for its COPY data.
+        """
+        if self._describes is None:
+            return
+        copies = tuple(p for p in event.parts if p.stream_format)
+        if not copies:
+            return
+        self._copy_parts[event.statement_id] = copies
+        while len(self._copy_parts) > _COPY_STATEMENTS:
+            del self._copy_parts[next(iter(self._copy_parts))]
+
+    def _copy_part(self) -> StatementPart | None:
+        head = self._tracker.head
+        if head is None:
+            return None
+        parts = self._copy_parts.get(head.statement_id, ())
+        if head.kind is not Kind.SIMPLE:
+            return parts[0] if parts else None
+        # A Query string may hold several COPY statements, in order.
+        seen = self._copies_seen.get(head.statement_id, 0)
+        self._copies_seen[head.statement_id] = seen + 1
+        return parts[seen] if seen < len(parts) else None
+
+    def _start_copy(self, frame: pg.Frame) -> None:
+        """
+        COPY TO STDOUT begins: masking judges its fields as a result.
+        """
+        self._copy_out = True
+        if self._describes is None or self.session is None:
+            return
+        message = pg.parse_copy_out_response(frame.payload)
+        part = self._copy_part()
+        if part is None:
+            self._fail(
+                _errors.PRIVILEGE,
+                "the gateway cannot mask this COPY",
+                "COPY data from a statement the gateway did not classify as COPY",
+            )
+            return
+
+        head = self._tracker.head
+        event = ResultDescribed(
+            session_id=self.session.id,
+            protocol="postgres",
+            statement_id=head.statement_id if head else "",
+            columns=_copy_columns(part, len(message.column_formats)),
+            encoding=self._encoding,
+        )
+        verdict = self.session.decide(event)
+        plan = verdict.plan if isinstance(verdict, Rewrite) else None
+        if plan is None and _is_allow(verdict):
+            return
+        try:
+            if plan is None or message.format != 0:
+                raise ValueError(f"COPY format {message.format} with {verdict!r}")
+            self._copy = CopyMasker(plan, part.stream_format)
+        except ValueError as e:
+            self._fail(_errors.PRIVILEGE, "the gateway cannot mask this COPY", str(e))
+            return
+        self._copy_plan = plan
+
+    def _copy_row(self, frame: pg.Frame) -> bytes:
+        copy = self._copy
+        raw = frame.raw
+        row: list[bytes | None]
+        if copy is not None:
+            try:
+                masked = copy(frame.payload)
+            except CopyFormatError as e:
+                self._fail(
+                    _errors.PRIVILEGE, "the gateway cannot mask this COPY", str(e)
+                )
+                return b""
+            if masked is not frame.payload:
+                raw = pg.copy_data(masked)
+            assert self._copy_plan is not None
+            row = _recorded(self._copy_plan, copy.last) if copy.last else [masked]
+        else:
+            row = [frame.payload]
+
+        sampler = self._sampler_for_result()
+        sampler.add([] if sampler.full else row, len(raw))
+        return raw
 
     # -- errors and notices ---------------------------------------------------
 
@@ -1053,7 +1358,7 @@ class ClientConnection(protocol.Protocol):
         relayed, fields = self._diagnostic(frame)
         code = fields.get("C", "")
         message = fields.get("M", "")
-        self._plan = None
+        self._end_result(None)
         outcomes, replacement = self._tracker.on_error(code, message, self._now())
         self._finished(outcomes)
         return relayed if replacement is None else replacement
@@ -1081,6 +1386,18 @@ class ClientConnection(protocol.Protocol):
 
 def _is_allow(verdict: Verdict) -> bool:
     return not isinstance(verdict, Deny | Hold | Rewrite)
+
+
+def _recorded(plan: RowTransformer, values: list[bytes | None]) -> list[bytes | None]:
+    """
+    A masked row as recordings keep it: a plan may mask more for the
+    record than for the client (dry-run rules), through C{recorded}.
+    """
+    recorded = getattr(plan, "recorded", None)
+    if callable(recorded):
+        row: list[bytes | None] = recorded(values)
+        return row
+    return values
 
 
 class ClientFactory(protocol.Factory):

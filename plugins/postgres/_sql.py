@@ -345,6 +345,7 @@ class Classification:
         reason: Why the effect is C{unknown}, if it is.
         parse_error: The parser's message, if it rejected the text.
         columns: Column names it refers to (C{*}: a star or whole row).
+            For COPY TO of a table: its column list, in order, or C{*}.
         derived_columns: Those used other than as plain output columns.
         stream_format: For COPY TO STDOUT: C{text}, C{csv} (either with
             C{+header}), C{binary}, or C{other} for options the gateway
@@ -359,7 +360,7 @@ class Classification:
     shapes: frozenset[Shape] = frozenset()
     reason: str | None = None
     parse_error: str | None = None
-    columns: frozenset[str] = frozenset()
+    columns: frozenset[str] | tuple[str, ...] = frozenset()
     derived_columns: frozenset[str] = frozenset()
     stream_format: str = ""
 
@@ -378,7 +379,7 @@ class Classification:
             writes=tuple(sorted(self.relations_written)),
             shapes=tuple(sorted(shape.value for shape in self.shapes)),
             problem=problem,
-            columns=tuple(sorted(_column_name(c) for c in self.columns)),
+            columns=_column_names(self.columns),
             derived_columns=tuple(
                 sorted(_column_name(c) for c in self.derived_columns)
             ),
@@ -534,7 +535,7 @@ def _classify_statement(
         relations_written=frozenset(walk.written),
         shapes=frozenset(walk.shapes),
         reason=reason,
-        columns=frozenset(walk.column_names),
+        columns=walk.copy_columns or frozenset(walk.column_names),
         derived_columns=frozenset(walk.derived),
         stream_format=walk.stream_format,
     )
@@ -554,6 +555,12 @@ def _own_query(kind: str, fields: _Fields) -> _Fields | None:
 
 def _column_name(name: str) -> str:
     return name if name == "*" else _quote(name)
+
+
+def _column_names(names: frozenset[str] | tuple[str, ...]) -> tuple[str, ...]:
+    # A COPY column list keeps its order: it is the order of the fields.
+    ordered = names if isinstance(names, tuple) else sorted(names)
+    return tuple(_column_name(name) for name in ordered)
 
 
 def _unwrap(node: object) -> tuple[str, _Fields]:
@@ -666,6 +673,7 @@ class _Walk:
         column_names: Column names referred to.
         derived: Column names used other than as plain output.
         stream_format: COPY TO STDOUT's format, if that is the statement.
+        copy_columns: COPY TO's column list of a table, or C{*}.
     """
 
     def __init__(self, paths: _Paths, allowed_functions: frozenset[str]) -> None:
@@ -683,6 +691,7 @@ class _Walk:
         self.column_names: set[str] = set()
         self.derived: set[str] = set()
         self.stream_format = ""
+        self.copy_columns: tuple[str, ...] = ()
         self._singles: set[str] = set()
         self._names: set[str] = set()
         self._cte_names: set[str] = set()
@@ -1106,9 +1115,7 @@ def _copy(walk: _Walk, fields: _Fields) -> None:
 
 
 def _copy_columns(walk: _Walk, attlist: object) -> None:
-    names = _svals(attlist)
-    for name in names or ["*"]:
-        walk.column_names.add(name)
+    walk.copy_columns = tuple(_svals(attlist)) or ("*",)
 
 
 def _copy_format(options: object) -> str:
