@@ -56,8 +56,15 @@ class SessionRequested(Event):
         login: The account the client asked for on the target, if the
             protocol has one (SSH C{LOGIN@TARGET}); empty otherwise.
         token: The bearer credential.  Never recorded or logged.
-        identity: Filled in by the identity stage.
+        identity: Filled in by the identity stage; set beforehand only
+            by a plugin that verified a credential of its own (see
+            C{presented}).
         tls: Whether the client leg is encrypted.
+        presented: What the client proved itself with: C{token} (the
+            identity stage verifies C{token}; a preset C{identity} is
+            refused), or C{ssh-certificate} (the SSH plugin verified a
+            certificate the gateway's own CA signed and set C{identity}
+            from it).  The identity stage refuses any other value.
     """
 
     name: ClassVar[str] = "session.requested"
@@ -68,6 +75,7 @@ class SessionRequested(Event):
     token: str = field(default="", repr=False, metadata={"secret": True})
     identity: Identity | None = None
     tls: bool = False
+    presented: str = "token"
 
 
 @frozen(kw_only=True)

@@ -7,10 +7,18 @@ test-case-name: tests.unit.test_gateway
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    fail,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -54,25 +62,47 @@ _IDENTITY_MESSAGE = "authentication failed"
 _ACCESS_MESSAGE = "access denied"
 
 
+#: Credentials a plugin verifies itself, presenting the request with its
+#: identity already set (L{SessionRequested.presented}).
+PRESET_CREDENTIALS = frozenset({"ssh-certificate"})
+
+
 @implementer(IInterceptor)
 class TokenInterceptor:
     """
     The identity stage: proves the caller from its bearer token.
 
+    A request whose C{presented} is not C{token} carries an identity a
+    plugin set from a credential it verified (an SSH certificate signed
+    by the gateway's own CA); it is accepted only for the kinds in
+    L{PRESET_CREDENTIALS}, with no token beside it and an expiry still
+    ahead.  A token request with an identity already set is refused:
+    only this stage fills it in.
+
     Args:
         verifier: Checks tokens against the trusted issuers.
+        seconds: The clock preset identities' expiries are checked on.
     """
 
     name = "oidc"
     stage = "identity"
     event_types = (SessionRequested,)
 
-    def __init__(self, verifier: OIDCVerifier) -> None:
+    def __init__(
+        self, verifier: OIDCVerifier, seconds: Callable[[], float] = time.time
+    ) -> None:
         self._verifier = verifier
+        self._seconds = seconds
 
     def decide(self, event: Event, context: Context) -> Deferred[Verdict]:
         if not isinstance(event, SessionRequested):
             return succeed(_not_a_request(self.name, event))
+        if event.presented != "token":
+            return succeed(self._preset(event))
+        if event.identity is not None:
+            return succeed(
+                _identity_deny("preset", "a token request came with an identity set")
+            )
         if not event.token:
             return succeed(_identity_deny("missing", "no token was presented"))
         request = event
@@ -87,6 +117,20 @@ class TokenInterceptor:
             return _identity_deny(error.reason, error.detail)
 
         return self._verifier.verify(event.token).addCallbacks(proved, rejected)
+
+    def _preset(self, event: SessionRequested) -> Verdict:
+        kind = event.presented
+        if kind not in PRESET_CREDENTIALS:
+            return _identity_deny("presented", f"unknown credential kind {kind!r}")
+        identity = event.identity
+        if identity is None or event.token:
+            return _identity_deny(
+                "presented", f"a {kind} request needs an identity and no token"
+            )
+        expires = identity.expires_at
+        if expires is None or expires <= self._seconds():
+            return _identity_deny("expired", f"the {kind} has expired")
+        return ALLOW
 
 
 def _identity_deny(code: str, detail: str) -> Deny:
@@ -213,8 +257,9 @@ class Gateway:
         verifier = OIDCVerifier(config.issuers, reactor=self.reactor)
         self.verifier = verifier
         self.guardrails = GuardrailInterceptor(config.policy.guardrails)
+        self.identity_stage = TokenInterceptor(verifier, self.reactor.seconds)
         interceptors: list[IInterceptor] = [
-            TokenInterceptor(verifier),
+            self.identity_stage,
             AccessInterceptor(),
         ]
         # Without rules it would allow everything; left out, plugins can
@@ -337,6 +382,68 @@ class Gateway:
             chain=chain,
             handle=handle,
         )
+
+    def identify(self, token: str, protocol: str, peer: str = "") -> Deferred[Identity]:
+        """
+        Prove a caller from its token outside a session, for a plugin that
+        issues a credential of its own (an SSH certificate).
+
+        The token passes the identity stage as a session's would, and the
+        access policy must let the identity reach at least one target of
+        C{protocol}; which one is decided again at each session.
+
+        Returns:
+            A C{Deferred} firing with the identity, or failing with
+            L{SessionRefusedError} after the refusal delay.
+        """
+        config = self.config
+        request = SessionRequested(
+            session_id="", protocol=protocol, peer=peer, target="", token=token
+        )
+        context = Context(
+            session_id="",
+            protocol=protocol,
+            target="",
+            identity=None,
+            policy=config.policy,
+        )
+
+        def proved(verdict: Verdict) -> Identity:
+            if isinstance(verdict, Deny):
+                raise SessionRefusedError(verdict.reason)
+            event = verdict.event if isinstance(verdict, Rewrite) else None
+            identity = event.identity if isinstance(event, SessionRequested) else None
+            if identity is None:
+                raise SessionRefusedError(
+                    _identity_deny("missing", "no identity").reason
+                )
+            _reachable(config, identity, protocol)
+            return identity
+
+        def refused(failure: Failure) -> Deferred[Identity]:
+            if not failure.check(SessionRefusedError):
+                self._log.failure(
+                    "Identifying a {protocol} caller failed", failure, protocol=protocol
+                )
+                failure = Failure(SessionRefusedError(_failure_reason()))
+            error = failure.value
+            assert isinstance(error, SessionRefusedError)
+            reason = error.reason
+            self._log.warn(
+                "Refused to identify a {protocol} caller from {peer}: "
+                "{code} ({detail})",
+                protocol=protocol,
+                peer=peer,
+                code=reason.code,
+                detail=reason.detail,
+                subject=reason.subject,
+            )
+            result: Deferred[Identity] = Deferred()
+            self.reactor.callLater(self.refusal_delay, result.errback, failure)
+            return result
+
+        deciding = maybeDeferred(self.identity_stage.decide, request, context)
+        return deciding.addCallback(proved).addErrback(refused)
 
     def _admit(
         self,
@@ -585,6 +692,30 @@ class Gateway:
             )
 
         return self.store.keys("session:").addCallback(read)
+
+
+def _reachable(config: Config, identity: Identity, protocol: str) -> None:
+    for target in config.targets.values():
+        if target.protocol != protocol:
+            continue
+        if config.policy.authorize(identity, target.name).rule is not None:
+            return
+    raise SessionRefusedError(
+        DenyReason(
+            "access.denied",
+            _ACCESS_MESSAGE,
+            f"{identity.subject} may reach no {protocol} target",
+            subject=identity.subject,
+        )
+    )
+
+
+def _failure_reason() -> DenyReason:
+    return DenyReason(
+        "interceptor.failure",
+        "the gateway could not check this request",
+        "identifying the caller failed",
+    )
 
 
 def refuse_now(reason: DenyReason) -> Deferred[Session]:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from hoopgate._config import ListenerConfig
     from hoopgate._configreader import ConfigReader
     from hoopgate._events import Event, SessionRequested, StatementPart
+    from hoopgate._identity import Identity
     from hoopgate._notify import Notification
     from hoopgate._session import Session
     from hoopgate._verdicts import Verdict
@@ -162,6 +163,18 @@ class IGateway(Interface):
 
         Returns:
             A C{Deferred} firing with whether a session was found.
+        """
+
+    def identify(token: str, protocol: str, peer: str = "") -> Deferred[Identity]:
+        """
+        Prove a caller from its token outside a session (the identity
+        stage, as for a session), for a plugin that issues credentials
+        of its own; the access policy must let it reach at least one
+        target of C{protocol}.
+
+        Returns:
+            A C{Deferred} firing with the L{hoopgate.plugin.Identity}, or
+            failing with L{hoopgate.plugin.SessionRefusedError}.
         """
 
 
