@@ -20,6 +20,7 @@ test-case-name: tests.unit.postgres.test_results
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from enum import Enum
 
@@ -152,13 +153,19 @@ class DescribeQueue:
         return dropped
 
 
+# Control characters text seldom holds: a value with them is binary.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _value(raw: bytes | None, encoding: str) -> str | None:
     if raw is None:
         return None
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError:
-        return "\\x" + raw.hex()
+    if _CONTROL.search(raw) is None:
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return "\\x" + raw.hex()
 
 
 class ResultSampler:
@@ -171,8 +178,9 @@ class ResultSampler:
         encoding: The client encoding, to render values as text.
 
     Attributes:
-        rows: The kept rows, each value text, C{\\x} and hex when it is
-            not text in the client encoding, or C{None}.
+        rows: The kept rows, each value text, or C{\\x} and hex when it
+            is not text in the client encoding (or holds control
+            characters, as binary values do), or C{None}.
         total_rows: Rows counted.
         total_bytes: Bytes the result sent.
         truncated: Whether rows were left out.
