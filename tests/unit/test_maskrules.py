@@ -363,6 +363,11 @@ class TestSessionView:
         whole = part(columns=("*",), derived=("*",))
         other = part(columns=("id",), derived=("id",))
         unknown = part(effect="unknown", columns=())
+        unseen = part(reads=("pg_catalog.pg_class",), effect="unknown")
+        dynamic = StatementPart(
+            text="do $$ ... $$", command="DO", effect="unknown", shapes=("dynamic_sql",)
+        )
+        broken = part(reads=(), problem="the parser rejected the text")
         elsewhere = part(reads=("public.orders",), derived=("email",))
 
         assert view.uses(plain, True) == []
@@ -371,7 +376,10 @@ class TestSessionView:
         ]
         assert view.uses(whole, True)
         assert view.uses(other, True) == []
-        assert "cannot be checked" in view.uses(unknown, True)[0].reason
+        assert "cannot check" in view.uses(unknown, True)[0].reason
+        assert view.uses(unseen, True) == []
+        assert "cannot see" in view.uses(dynamic, True)[0].reason
+        assert "parser rejected" in view.uses(broken, True)[0].reason
         assert view.uses(elsewhere, True) == []
         assert view.uses(part(derived=("name",)), False)[0].rule.name == "watch"
 
