@@ -104,6 +104,9 @@ _REFUSED_SQL = "hoopgate refused this statement"
 
 _RELAYED_CLIENT = frozenset({F.FLUSH, F.COPY_DATA})
 
+#: Client bytes read while a verdict is pending; beyond, reading pauses.
+_HELD_BUFFER = 256 * 1024
+
 # Statements whose COPY parts the relay keeps, for COPY TO masking.
 _COPY_STATEMENTS = 64
 
@@ -361,6 +364,9 @@ class ClientConnection(protocol.Protocol):
             self._read_password()
         if self._state == "relay" and not self._held:
             self._relay_client()
+        elif self._held and self._reader.buffered > _HELD_BUFFER:
+            assert self._gate is not None
+            self._gate.pause("verdict")
 
     def send(self, data: bytes) -> None:
         """
@@ -684,8 +690,10 @@ class ClientConnection(protocol.Protocol):
         self, event: StatementReceived, frame: pg.Frame, out: list[bytes]
     ) -> Verdict | None:
         """
-        Ask the chain about a statement; a hold pauses the client and
-        replays C{frame} once decided.  Returns C{None} while held.
+        Ask the chain about a statement; a hold stops relaying from the
+        client and replays C{frame} once decided.  Returns C{None} while
+        held.  Reading goes on, up to L{_HELD_BUFFER} bytes, so that a
+        client that leaves (and withdraws what it asked) is noticed.
         """
         assert self.session is not None
         verdict = self.session.decide(event)
@@ -693,8 +701,6 @@ class ClientConnection(protocol.Protocol):
             return verdict
 
         self._held = True
-        assert self._gate is not None
-        self._gate.pause("verdict")
         if out and self.server is not None:
             self.server.write(b"".join(out))
             out.clear()
