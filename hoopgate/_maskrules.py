@@ -98,7 +98,6 @@ _REMEMBERED_STATEMENTS: Final = 1024
 _UNCHECKED: Final = "cannot be checked for masked columns"
 _UNKNOWN_USE: Final = (
     "uses a table with masked columns in a way the gateway cannot check"
-    " (its effect is unknown)"
 )
 _WHOLE_ROW: Final = "uses a whole row or * of a table with masked columns"
 _UNSCANNABLE: Final = "[statement withheld: it uses masked columns and cannot be read]"
@@ -396,11 +395,11 @@ class SessionMasking:
     def uses(self, part: StatementPart, enforced: bool | None) -> list[ColumnUse]:
         """
         How a statement part uses masked columns other than as plain
-        output: each use strict masking refuses.  A part the plugin
-        could not classify, or one running SQL the gateway cannot see
-        (a DO block, EXECUTE), may do anything; so may a part of effect
-        C{unknown} (a function the classifier does not know) on a table
-        with masked columns.
+        output: each use strict masking refuses.  A part running SQL the
+        gateway cannot see (a DO block, EXECUTE) may do anything; so may
+        a part the classifier is unsure of (a function not on its
+        allow-list, text it could not read) whose relations are unknown
+        or include a table with masked columns.
         """
         # FIXME(#4): a view or a function defined on the target reads
         # masked columns the statement never names; lineage reports the
@@ -410,14 +409,15 @@ class SessionMasking:
             rules = [r for r in rules if r.enforced is enforced]
         if not rules:
             return []
-        if part.problem or "dynamic_sql" in part.shapes:
+        unsure = bool(part.problem) or part.effect == "unknown"
+        if "dynamic_sql" in part.shapes or (unsure and not _relations(part)):
             why = part.problem or "it runs SQL the gateway cannot see"
             return [ColumnUse(rules[0], f"{_UNCHECKED} ({why})")]
 
         found = []
         derived = set(part.derived_columns)
         masked = self.masked_columns(_relations(part), enforced)
-        if masked and part.effect == "unknown":
+        if masked and unsure:
             found.append(ColumnUse(masked[0][0], _UNKNOWN_USE))
         for rule, column in masked:
             if "*" in derived:

@@ -155,6 +155,29 @@ policy:
       credential: app
       session_limit: 8h
       on_token_expiry: close
+  # The demo policy (CONTRACT.md); docs/configuration.md explains each key.
+  guardrails:
+    - name: no-destructive
+      subjects: ["*"]
+      deny:
+        commands: [DROP, TRUNCATE]
+        shapes: [delete_without_where, update_without_where]
+        writes: [canary]
+  masking:
+    strict: true        # refuse lower(email), where ssn like ..., row_to_json(c), ...
+    rules:
+      - name: customer-pii
+        subjects: ["*"]
+        columns: [public.customers.email, public.customers.ssn]
+        strategy: redact
+      - name: customer-cards
+        subjects: ["*"]
+        columns: [public.customers.card_number]
+        strategy: {keep_last: 4}
+      - name: detected
+        subjects: ["*"]
+        detect: [email, card_number, iban]
+        strategy: redact
 EOF
 }
 
@@ -227,6 +250,9 @@ hoopgate demo is running. In another shell, from the repository root:
   set -a; . demo/env; set +a
   PGPASSWORD=$HOOPGATE_DEMO_TOKEN psql "$HOOPGATE_PG_URL" -c 'select count(*) from customers'
   PGPASSWORD=$HOOPGATE_DEMO_TOKEN psql "$HOOPGATE_PG_URL" -c 'select id, name, email, ssn, card_number from customers limit 5'
+  psql "$HOOPGATE_PG_DIRECT_URL" -c 'select id, name, email, ssn, card_number from customers limit 5'   # direct: clear values
+  PGPASSWORD=$HOOPGATE_DEMO_TOKEN psql "$HOOPGATE_PG_URL" -c 'select lower(email) from customers'   # refused: strict masking
+  PGPASSWORD=$HOOPGATE_DEMO_TOKEN psql "$HOOPGATE_PG_URL" -c 'drop table canary'                    # refused: guardrail
   PGPASSWORD=$($HOOPGATE_MINT --sub ci-runner --ttl 600) psql "$HOOPGATE_PG_URL"    # a fresh 10-minute token
   PGPASSWORD=$($HOOPGATE_MINT --sub ci-runner --ttl 0) psql "$HOOPGATE_PG_URL"      # expired: refused
   PGPASSWORD=$($HOOPGATE_MINT --sub mallory --ttl 600) psql "$HOOPGATE_PG_URL"      # no access rule: refused

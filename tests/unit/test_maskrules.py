@@ -363,7 +363,12 @@ class TestSessionView:
         whole = part(columns=("*",), derived=("*",))
         other = part(columns=("id",), derived=("id",))
         unknown = part(effect="unknown", columns=())
-        unseen = part(reads=("pg_catalog.pg_class",), effect="unknown")
+        unseen = part(
+            reads=("pg_catalog.pg_class",),
+            effect="unknown",
+            problem="function pg_catalog.pg_table_is_visible is not on the allow-list",
+        )
+        blind = part(reads=(), effect="unknown", problem="function f is unknown")
         dynamic = StatementPart(
             text="do $$ ... $$", command="DO", effect="unknown", shapes=("dynamic_sql",)
         )
@@ -378,6 +383,7 @@ class TestSessionView:
         assert view.uses(other, True) == []
         assert "cannot check" in view.uses(unknown, True)[0].reason
         assert view.uses(unseen, True) == []
+        assert "function f is unknown" in view.uses(blind, True)[0].reason
         assert "cannot see" in view.uses(dynamic, True)[0].reason
         assert "parser rejected" in view.uses(broken, True)[0].reason
         assert view.uses(elsewhere, True) == []
