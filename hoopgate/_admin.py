@@ -1,27 +1,50 @@
 """
-The admin HTTP listener: health, reload and live sessions.
+The admin HTTP listener: health, reload, live sessions and approvals.
 
 Loopback by default.  Requests that change anything are POSTs and, when
-C{gateway.admin.token} is set, need C{Authorization: Bearer TOKEN}.
+C{gateway.admin.token} is set, need C{Authorization: Bearer TOKEN};
+approvals authenticate their own way: an approver signs in with their
+directory password (HTTP Basic for the API, a form on the page a link
+opens), a requester of access with their OIDC token.
 
 test-case-name: tests.unit.test_admin
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
+import html
 import json
+import secrets
+import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 
+from hoopgate._approvals import (
+    ApprovalRefusedError,
+    ApprovalRequest,
+    ApprovalService,
+    BadTokenError,
+    VoteOutcome,
+    parse_duration,
+    session_rule,
+)
 from hoopgate._configreader import ConfigError
 from hoopgate._gateway import Gateway
+from hoopgate._identity import Identity
+from hoopgate._ldap import DirectoryUnavailableError, Person
+from hoopgate._oidc import TokenRejected
+from hoopgate._store import StoreUnavailableError
 
 
 def _json(request: IRequest, code: int, body: object) -> bytes:
@@ -88,6 +111,512 @@ class _Sessions(_Leaf):
         return _json(request, 202, {"status": "terminating"})
 
 
+# -- approvals -----------------------------------------------------------
+
+_MAX_BODY = 16 * 1024
+_CSRF_COOKIE = b"hoopgate_csrf"
+_PAGE_HEADERS = {
+    b"content-type": b"text/html; charset=utf-8",
+    b"cache-control": b"no-store",
+    b"referrer-policy": b"no-referrer",
+    b"x-frame-options": b"DENY",
+    b"x-content-type-options": b"nosniff",
+    b"content-security-policy": (
+        b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        b"frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+Reply = tuple[int, Any]
+
+
+def _parts(request: IRequest) -> list[str]:
+    return [p.decode("utf-8", "replace") for p in request.postpath if p]
+
+
+def _basic(request: IRequest) -> tuple[str, str] | None:
+    header = (request.getHeader("authorization") or "").strip()
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    login, colon, password = decoded.partition(":")
+    return (login, password) if colon else None
+
+
+def _bearer(request: IRequest) -> str | None:
+    header = (request.getHeader("authorization") or "").strip()
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return None
+
+
+def _json_body(request: IRequest) -> dict[str, Any] | None:
+    """
+    A JSON object body, or C{None}.  Only C{application/json} is read: a
+    cross-site form cannot send it, which keeps the API safe from CSRF.
+    """
+    kind = (request.getHeader("content-type") or "").split(";")[0].strip()
+    if kind != "application/json":
+        return None
+    raw = request.content.read(_MAX_BODY + 1) if request.content else b""
+    if len(raw) > _MAX_BODY:
+        return None
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _deliver(
+    request: Any, work: Deferred[Any], write: Callable[[IRequest, Any], bytes]
+) -> int:
+    """
+    Answer C{request} once C{work} fires, unless the client left.
+    """
+    gone: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+    def send(result: Any) -> None:
+        if gone:
+            return
+        request.write(write(request, result))
+        request.finish()
+
+    def broken(failure: Failure) -> None:
+        AdminSite._log.failure(
+            "An approval request to the admin listener failed", failure
+        )
+        if not gone:
+            request.setResponseCode(500)
+            request.write(b"internal error\n")
+            request.finish()
+
+    work.addCallback(send).addErrback(broken)
+    return server.NOT_DONE_YET
+
+
+def _api_reply(request: IRequest, reply: Reply) -> bytes:
+    code, body = reply
+    if code == 401:
+        request.setHeader(b"www-authenticate", b'Basic realm="hoopgate approvals"')
+    return _json(request, code, body)
+
+
+def _refusal(failure: Failure) -> Reply:
+    """
+    The answer to a refused or failed approval action.
+    """
+    error = failure.value
+    if isinstance(error, ApprovalRefusedError):
+        return error.status, {"error": str(error)}
+    if isinstance(error, BadTokenError):
+        return 400, {"error": str(error)}
+    if isinstance(error, TokenRejected):
+        return 401, {"error": "the token was not accepted"}
+    if isinstance(error, DirectoryUnavailableError | StoreUnavailableError):
+        AdminSite._log.error(
+            "An approval action could not be carried out: {error}", error=str(error)
+        )
+        return 503, {"error": "approval is unavailable right now; nothing was decided"}
+    failure.raiseException()
+    raise AssertionError("unreachable")
+
+
+class ApprovalApi(_Leaf):
+    """
+    C{/approvals}: list, show, vote on and request approvals, in JSON.
+
+      - C{GET /approvals}, C{GET /approvals/ID}: open requests (literals
+        masked); the admin token when one is configured.
+      - C{POST /approvals/ID/approve} and C{.../deny}: HTTP Basic with the
+        approver's directory login and password, body C{{"reason": ...}}
+        as C{application/json}.
+      - C{POST /approvals/requests}: access for a session-mode target,
+        C{Authorization: Bearer OIDC-TOKEN}, body C{{"target": ...,
+        "duration": "2h", "reason": ...}}.
+    """
+
+    @property
+    def service(self) -> ApprovalService:
+        approvals = self.admin.gateway.approvals
+        assert approvals is not None
+        return approvals
+
+    def render_GET(self, request: IRequest) -> bytes | int:
+        if not self.admin.authorized(request):
+            return _json(request, 401, {"error": "admin token required"})
+        parts = _parts(request)
+        if not parts:
+            return _deliver(request, self._list(), _api_reply)
+        if len(parts) == 1:
+            return _deliver(request, self._show(parts[0]), _api_reply)
+        return _json(request, 404, {"error": "GET /approvals or /approvals/ID"})
+
+    def render_POST(self, request: IRequest) -> bytes | int:
+        parts = _parts(request)
+        if parts == ["requests"]:
+            work = self._request_access(request)
+        elif len(parts) == 2 and parts[1] in ("approve", "deny"):
+            work = self._vote(request, parts[0], parts[1] == "approve")
+        else:
+            return _json(request, 404, {"error": "POST /approvals/ID/approve|deny"})
+        return _deliver(request, work.addErrback(_refusal), _api_reply)
+
+    def _list(self) -> Deferred[Reply]:
+        def listed(found: list[Any]) -> Reply:
+            body = [
+                {
+                    **request.public(),
+                    "approvals": sum(1 for v in votes if v.decision == "approve"),
+                }
+                for request, votes in found
+            ]
+            return 200, {"requests": body}
+
+        return self.service.pending().addCallback(listed).addErrback(_refusal)
+
+    def _show(self, request_id: str) -> Deferred[Reply]:
+        service = self.service
+
+        def shown(state: list[Any]) -> Reply:
+            request, decision, votes = state
+            if request is None:
+                return 404, {"error": "no such request (it may have expired)"}
+            return 200, {
+                **request.public(),
+                "decision": attrs.asdict(decision) if decision else None,
+                "votes": [attrs.asdict(v) for v in votes],
+            }
+
+        return service._state(request_id).addCallback(shown).addErrback(_refusal)
+
+    def _vote(
+        self, request: IRequest, request_id: str, approve: bool
+    ) -> Deferred[Reply]:
+        body = _json_body(request)
+        if body is None:
+            return succeed((415, {"error": "send a JSON object (application/json)"}))
+        credentials = _basic(request)
+        if credentials is None:
+            return succeed((401, {"error": "sign in with your directory login"}))
+        reason = str(body.get("reason") or "")
+        service = self.service
+
+        def signed_in(person: Person | None) -> Deferred[Reply]:
+            if person is None:
+                return _slowly(self.admin.gateway, (401, {"error": "sign-in failed"}))
+            voting = service.vote(request_id, person.dn, approve, reason)
+            return voting.addCallback(lambda o: (200, attrs.asdict(o)))
+
+        return service.directory.authenticate(*credentials).addCallback(signed_in)
+
+    def _request_access(self, request: IRequest) -> Deferred[Reply]:
+        token = _bearer(request)
+        body = _json_body(request)
+        if token is None:
+            return succeed(
+                (401, {"error": "present your OIDC token as a bearer token"})
+            )
+        if body is None:
+            return succeed((415, {"error": "send a JSON object (application/json)"}))
+        gateway = self.admin.gateway
+
+        def proved(identity: Identity) -> Deferred[Reply] | Reply:
+            return self._open_access(identity, body)
+
+        return gateway.verifier.verify(token).addCallback(proved)
+
+    def _open_access(
+        self, identity: Identity, body: dict[str, Any]
+    ) -> Deferred[Reply] | Reply:
+        config = self.admin.gateway.config
+        target = str(body.get("target") or "")
+        reason = str(body.get("reason") or "").strip()
+        if target not in config.targets:
+            return 404, {"error": f"no target named {target!r}"}
+        if config.policy.authorize(identity, target).rule is None:
+            return 403, {"error": f"{identity.subject} may not reach {target}"}
+        rule = session_rule(config.policy.approvals, identity, target)
+        if rule is None:
+            return 409, {"error": f"access to {target} needs no approval"}
+        try:
+            duration = parse_duration(str(body.get("duration") or ""))
+        except ValueError as e:
+            return 400, {"error": str(e)}
+        if duration > rule.window:
+            return 400, {"error": f"rule {rule.name} grants at most {rule.window:g} s"}
+        if not reason:
+            return 400, {"error": "give a reason"}
+
+        opening = self.service.open_request(
+            rule, identity, target, reason=reason, duration=duration
+        )
+        return opening.addCallback(
+            lambda r: (
+                201,
+                {
+                    "request_id": r.id,
+                    "rule": r.rule,
+                    "expires": r.expires,
+                    "approvers": len(r.approvers),
+                    "quorum": r.quorum,
+                },
+            )
+        )
+
+
+def _slowly(gateway: Gateway, reply: Reply) -> Deferred[Reply]:
+    """
+    C{reply}, after the gateway's refusal delay (slows password guessing).
+    """
+    waited: Deferred[Reply] = deferLater(
+        gateway.reactor, gateway.refusal_delay, lambda: reply
+    )
+    return waited
+
+
+def _html(title: str, *body: str) -> bytes:
+    page = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width'>"
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem}"
+        "pre{background:#f4f4f4;padding:1rem;white-space:pre-wrap;word-break:break-all}"
+        "dt{font-weight:bold}label{display:block;margin:.5rem 0}"
+        "</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{''.join(body)}</body></html>\n"
+    )
+    return page.encode("utf-8")
+
+
+def _facts(request: ApprovalRequest, full: bool) -> str:
+    shown = request.text if full else request.summary
+    rows = [
+        ("Request", request.id),
+        ("Rule", f"{request.rule} ({request.mode})"),
+        ("Requester", request.subject),
+        ("Target", request.target),
+        ("Approvals needed", str(request.quorum)),
+        (
+            "Open until",
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(request.expires)),
+        ),
+    ]
+    if request.reason:
+        rows.append(("Reason", request.reason))
+    items = "".join(
+        f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows
+    )
+    label = "The request in full" if full else "The request (literals masked)"
+    return f"<dl>{items}</dl><h2>{label}</h2><pre>{html.escape(shown)}</pre>"
+
+
+def _hidden(name: str, value: str) -> str:
+    return f"<input type=hidden name={name} value='{html.escape(value, quote=True)}'>"
+
+
+class ApprovalPage(_Leaf):
+    """
+    C{/approve/LINK}: the page an approver's link opens.
+
+    A GET only shows the request (literals masked) and a sign-in form: it
+    never decides anything, since mail scanners open links.  Signing in
+    (the approver's directory login and password, a simple bind) shows
+    the request in full and a form to approve or deny with a reason.
+    Both forms are POSTs protected against cross-site requests (a cookie
+    that must match a form field, and the C{Origin} when sent); the link
+    is bound to its approver and request, expires, and decides once.
+    """
+
+    @property
+    def service(self) -> ApprovalService:
+        approvals = self.admin.gateway.approvals
+        assert approvals is not None
+        return approvals
+
+    def _send(self, request: IRequest, reply: Reply) -> bytes:
+        code, page = reply
+        request.setResponseCode(code)
+        for name, value in _PAGE_HEADERS.items():
+            request.setHeader(name, value)
+        return bytes(page)
+
+    def _token(self, request: IRequest) -> str | None:
+        parts = _parts(request)
+        return parts[0] if len(parts) == 1 else None
+
+    def render_GET(self, request: IRequest) -> bytes | int:
+        token = self._token(request)
+        if token is None:
+            return self._send(request, (404, _html("Not found")))
+        csrf = secrets.token_urlsafe(24)
+        cookie = b"%s=%s; Path=/approve; HttpOnly; SameSite=Strict" % (
+            _CSRF_COOKIE,
+            csrf.encode(),
+        )
+        if self.service.base_url.startswith("https:"):
+            cookie += b"; Secure"
+        request.setHeader(b"set-cookie", cookie)
+        work = self._open(token).addCallback(self._sign_in_page, token, csrf)
+        return _deliver(request, work.addErrback(self._trouble), self._send)
+
+    def render_POST(self, request: IRequest) -> bytes | int:
+        token = self._token(request)
+        if token is None:
+            return self._send(request, (404, _html("Not found")))
+        if not self._same_site(request):
+            return self._send(
+                request,
+                (403, _html("Refused", "<p>The form did not come from this page.</p>")),
+            )
+        step = _arg(request, "step")
+        if step == "sign-in":
+            work = self._sign_in(request, token)
+        elif step == "decide":
+            work = self._decide(request, token)
+        else:
+            return self._send(request, (400, _html("Bad request")))
+        return _deliver(request, work.addErrback(self._trouble), self._send)
+
+    def _same_site(self, request: IRequest) -> bool:
+        cookie = request.getCookie(_CSRF_COOKIE) or b""
+        field = _arg(request, "csrf").encode()
+        if not cookie or not hmac.compare_digest(cookie, field):
+            return False
+        origin = request.getHeader("origin")
+        if origin is None or origin == "null":
+            return origin is None
+        ours = urlsplit(self.service.base_url)
+        theirs = urlsplit(origin)
+        return (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
+
+    def _open(self, token: str) -> Deferred[tuple[ApprovalRequest, str]]:
+        """
+        The open request a link is for, and the link's approver.
+        """
+        try:
+            request_id, approver = self.service.check_link(token)
+        except BadTokenError as e:
+            return fail(
+                ApprovalRefusedError(str(e), 410 if "expired" in str(e) else 400)
+            )
+        service = self.service
+
+        def found(state: list[Any]) -> tuple[ApprovalRequest, str]:
+            request, decision, _ = state
+            if request is None:
+                raise ApprovalRefusedError("the request is no longer open", 410)
+            if decision is not None:
+                raise ApprovalRefusedError(
+                    f"the request is already {decision.state}", 409
+                )
+            return request, approver
+
+        return service._state(request_id).addCallback(found)
+
+    def _sign_in_page(
+        self, opened: tuple[ApprovalRequest, str], token: str, csrf: str
+    ) -> Reply:
+        request, _ = opened
+        form = (
+            "<h2>Sign in to decide</h2><form method=post>"
+            + _hidden("step", "sign-in")
+            + _hidden("csrf", csrf)
+            + "<label>Login <input name=login autocomplete=username required></label>"
+            "<label>Password <input name=password type=password "
+            "autocomplete=current-password required></label>"
+            "<button type=submit>Sign in</button></form>"
+            "<p>Opening this page decides nothing.</p>"
+        )
+        return 200, _html("Approval request", _facts(request, full=False), form)
+
+    def _sign_in(self, http: IRequest, token: str) -> Deferred[Reply]:
+        login, password = _arg(http, "login"), _arg(http, "password")
+        csrf = _arg(http, "csrf")
+        service = self.service
+
+        def opened(found: tuple[ApprovalRequest, str]) -> Deferred[Reply]:
+            request, approver = found
+            checking = service.directory.authenticate(login, password)
+            return checking.addCallback(signed_in, request, approver)
+
+        def signed_in(
+            person: Person | None, request: ApprovalRequest, approver: str
+        ) -> Deferred[Reply] | Reply:
+            if person is None:
+                page = _html("Sign-in failed", "<p>The login or password is wrong.</p>")
+                return _slowly(self.admin.gateway, (401, page))
+            if person.key != approver:
+                return 403, _html(
+                    "Refused", "<p>This link was sent to another approver.</p>"
+                )
+            return 200, self._decide_page(request, token, person, csrf)
+
+        return self._open(token).addCallback(opened)
+
+    def _decide_page(
+        self, request: ApprovalRequest, token: str, person: Person, csrf: str
+    ) -> bytes:
+        ticket = self.service.sign_in_token(token, person.dn)
+        form = (
+            f"<p>Signed in as {html.escape(person.dn)}.</p><form method=post>"
+            + _hidden("step", "decide")
+            + _hidden("csrf", csrf)
+            + _hidden("sign_in", ticket)
+            + "<label>Reason (optional) "
+            "<textarea name=reason maxlength=500></textarea></label>"
+            "<button type=submit name=decision value=approve>Approve</button> "
+            "<button type=submit name=decision value=deny>Deny</button></form>"
+        )
+        return _html("Approval request", _facts(request, full=True), form)
+
+    def _decide(self, http: IRequest, token: str) -> Deferred[Reply]:
+        decision = _arg(http, "decision")
+        if decision not in ("approve", "deny"):
+            return succeed((400, _html("Bad request", "<p>Approve or deny.</p>")))
+        service = self.service
+        try:
+            request_id, approver = service.check_link(token)
+            signed = service.check_sign_in(token, _arg(http, "sign_in"))
+        except BadTokenError as e:
+            return succeed(
+                (403, _html("Refused", f"<p>{html.escape(str(e))}; sign in again.</p>"))
+            )
+        if signed != approver:
+            return succeed(
+                (
+                    403,
+                    _html("Refused", "<p>This link was sent to another approver.</p>"),
+                )
+            )
+
+        voting = service.vote(
+            request_id, signed, decision == "approve", _arg(http, "reason"), link=token
+        )
+
+        def voted(outcome: VoteOutcome) -> Reply:
+            text = (
+                f"<p>Your answer ({html.escape(decision)}) was recorded: "
+                f"{html.escape(outcome.message)}.</p>"
+            )
+            return 200, _html("Thank you", text)
+
+        return voting.addCallback(voted)
+
+    def _trouble(self, failure: Failure) -> Reply:
+        code, body = _refusal(failure)
+        return code, _html("Not possible", f"<p>{html.escape(body['error'])}.</p>")
+
+
+def _arg(request: IRequest, name: str) -> str:
+    values: list[bytes] = (request.args or {}).get(name.encode(), [b""])
+    return values[0].decode("utf-8", "replace")[:4096]
+
+
 class AdminSite:
     """
     The admin listener's resources.
@@ -106,6 +635,9 @@ class AdminSite:
         root.putChild(b"healthz", _Health(self))
         root.putChild(b"reload", _Reload(self))
         root.putChild(b"sessions", _Sessions(self))
+        if gateway.approvals is not None:
+            root.putChild(b"approvals", ApprovalApi(self))
+            root.putChild(b"approve", ApprovalPage(self))
         self.root = root
 
     def authorized(self, request: IRequest) -> bool:
@@ -116,7 +648,7 @@ class AdminSite:
         token = self.gateway.config.gateway.admin_token
         if token is None:
             return True
-        given = request.getHeader(b"authorization") or ""
+        given = request.getHeader("authorization") or ""
         expected = f"Bearer {token.reveal()}"
         return hmac.compare_digest(given.encode(), expected.encode())
 

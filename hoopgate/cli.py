@@ -1,5 +1,5 @@
 """
-The operator command line: C{hoopgate sessions|reload|check|policy}.
+The operator command line: C{hoopgate sessions|reload|check|policy|approvals}.
 
 test-case-name: tests.unit.test_cli
 """
@@ -7,10 +7,13 @@ test-case-name: tests.unit.test_cli
 from __future__ import annotations
 
 import argparse
+import base64
+import getpass
 import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -342,6 +345,168 @@ def _policy_parser(commands: Any) -> None:
     test.set_defaults(run=_policy_test)
 
 
+# -- approvals --------------------------------------------------------------
+
+
+def _call(
+    config: Config,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    authorization: str | None = None,
+) -> tuple[int, Any]:
+    """
+    Call the admin listener's approval API; return the status and the
+    decoded answer (an error's too).
+    """
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - admin URL from config
+        _admin_url(config) + path, method=method, data=data
+    )
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if authorization is not None:
+        request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        with e:
+            try:
+                return e.code, json.loads(e.read() or b"{}")
+            except ValueError:
+                return e.code, {"error": e.reason}
+
+
+def _admin_header(config: Config) -> str | None:
+    token = config.gateway.admin_token
+    return f"Bearer {token.reveal()}" if token is not None else None
+
+
+def _unreachable(e: OSError) -> int:
+    print(f"cannot reach the gateway's admin listener: {e}", file=sys.stderr)
+    return 1
+
+
+def _approvals_list(config: Config, args: argparse.Namespace) -> int:
+    try:
+        status, body = _call(config, "GET", "/approvals", None, _admin_header(config))
+    except OSError as e:
+        return _unreachable(e)
+    if status != 200:
+        print(f"refused: {body.get('error')}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(body["requests"], indent=2))
+        return 0
+    head = ("REQUEST", "MODE", "RULE", "SUBJECT", "TARGET")
+    widths = (17, 8, 20, 16, 12)
+    print(
+        " ".join(f"{h:<{w}}" for h, w in zip(head, widths, strict=True)),
+        "VOTES  SUMMARY",
+    )
+    for row in body["requests"]:
+        print(
+            f"{row['id']:<17} {row['mode']:<8} {row['rule']:<20} "
+            f"{row['subject']:<16} {row['target']:<12} "
+            f"{row['approvals']}/{row['quorum']:<4} {row['summary']}"
+        )
+    return 0
+
+
+def _approver_password(args: argparse.Namespace) -> str:
+    if args.password_file:
+        return Path(args.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+    from_env = os.environ.get("HOOPGATE_APPROVER_PASSWORD")
+    if from_env:
+        return from_env
+    return getpass.getpass(f"directory password of {args.user}: ")
+
+
+def _approvals_vote(config: Config, args: argparse.Namespace) -> int:
+    try:
+        password = _approver_password(args)
+    except (OSError, EOFError) as e:
+        print(f"no password: {e}", file=sys.stderr)
+        return 2
+    basic = base64.b64encode(f"{args.user}:{password}".encode()).decode()
+    path = f"/approvals/{urllib.parse.quote(args.request_id, safe='')}/{args.which}"
+    try:
+        status, body = _call(
+            config, "POST", path, {"reason": args.reason or ""}, f"Basic {basic}"
+        )
+    except OSError as e:
+        return _unreachable(e)
+    if status != 200:
+        print(f"refused ({status}): {body.get('error')}", file=sys.stderr)
+        return 1
+    print(f"{body['message']} ({body['approvals']} of {body['quorum']} approvals)")
+    return 0
+
+
+def _approvals_request(config: Config, args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("HOOPGATE_TOKEN", "")
+    if args.token_file:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    if not token:
+        print("no token: give --token, --token-file or HOOPGATE_TOKEN", file=sys.stderr)
+        return 2
+    body = {"target": args.target, "duration": args.duration, "reason": args.reason}
+    try:
+        status, answer = _call(
+            config, "POST", "/approvals/requests", body, f"Bearer {token}"
+        )
+    except OSError as e:
+        return _unreachable(e)
+    if status != 201:
+        print(f"refused ({status}): {answer.get('error')}", file=sys.stderr)
+        return 1
+    print(
+        f"request {answer['request_id']} (rule {answer['rule']}) sent to "
+        f"{answer['approvers']} approvers; {answer['quorum']} must approve"
+    )
+    return 0
+
+
+def _approvals_parser(commands: Any) -> None:
+    approvals = commands.add_parser("approvals", help="approval requests")
+    which = approvals.add_subparsers(dest="which", required=True)
+    listing = which.add_parser("list", help="list open approval requests")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_approvals_list)
+    for verb in ("approve", "deny"):
+        vote = which.add_parser(
+            verb,
+            help=f"{verb} a request, signed in with your directory login",
+            description=(
+                "The password comes from --password-file, from "
+                "HOOPGATE_APPROVER_PASSWORD, or is asked for."
+            ),
+        )
+        vote.add_argument("request_id", metavar="REQUEST")
+        vote.add_argument("--reason", default="")
+        vote.add_argument(
+            "--user",
+            default=os.environ.get("HOOPGATE_APPROVER") or getpass.getuser(),
+            help="your directory login (default: HOOPGATE_APPROVER or your user)",
+        )
+        vote.add_argument("--password-file")
+        vote.set_defaults(run=_approvals_vote)
+    request = which.add_parser(
+        "request",
+        help="ask for access to a target that needs approval",
+        description=(
+            "The OIDC token comes from --token, --token-file or HOOPGATE_TOKEN."
+        ),
+    )
+    request.add_argument("target", metavar="TARGET")
+    request.add_argument("--for", dest="duration", required=True, help="such as 2h")
+    request.add_argument("--reason", required=True)
+    request.add_argument("--token")
+    request.add_argument("--token-file")
+    request.set_defaults(run=_approvals_request)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hoopgate", description="Operate hoopgate.")
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG)
@@ -365,6 +530,7 @@ def _parser() -> argparse.ArgumentParser:
         run=_check
     )
     _policy_parser(commands)
+    _approvals_parser(commands)
     return parser
 
 
