@@ -26,9 +26,11 @@ import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 
 from hoopgate._approvals import (
     ApprovalRefusedError,
@@ -42,9 +44,11 @@ from hoopgate._approvals import (
 from hoopgate._configreader import ConfigError
 from hoopgate._gateway import Gateway
 from hoopgate._identity import Identity
+from hoopgate._interfaces import IAdminResource
 from hoopgate._ldap import DirectoryUnavailableError, Person
 from hoopgate._oidc import TokenRejected
 from hoopgate._store import StoreUnavailableError
+from hoopgate._tls import server_tls_options
 
 
 def _json(request: IRequest, code: int, body: object) -> bytes:
@@ -109,6 +113,23 @@ class _Sessions(_Leaf):
             return _json(request, 404, {"error": "POST /sessions/ID/terminate"})
         self.admin.gateway.terminate(parts[0].decode("ascii", "replace"))
         return _json(request, 202, {"status": "terminating"})
+
+
+def plugin_resources(gateway: Gateway) -> resource.Resource:
+    """
+    C{/plugins/NAME/}: what each plugin providing L{IAdminResource}
+    serves, built once at start from the configuration's listeners.
+    """
+    mount = resource.Resource()
+    config = gateway.config
+    for name, plugin in sorted(config.plugins.items()):
+        if not IAdminResource.providedBy(plugin):
+            continue
+        listeners = tuple(x for x in config.listeners if x.protocol == name)
+        child = IAdminResource(plugin).admin_resource(gateway, listeners)
+        if child is not None:
+            mount.putChild(name.encode("utf-8"), IResource(child))
+    return mount
 
 
 # -- approvals -----------------------------------------------------------
@@ -635,6 +656,7 @@ class AdminSite:
         root.putChild(b"healthz", _Health(self))
         root.putChild(b"reload", _Reload(self))
         root.putChild(b"sessions", _Sessions(self))
+        root.putChild(b"plugins", plugin_resources(gateway))
         if gateway.approvals is not None:
             root.putChild(b"approvals", ApprovalApi(self))
             root.putChild(b"approve", ApprovalPage(self))
@@ -659,3 +681,15 @@ class AdminSite:
         site = server.Site(self.root)
         site.displayTracebacks = False
         return site
+
+    def factory(self) -> server.Site | TLSMemoryBIOFactory:
+        """
+        The site, behind TLS when C{gateway.admin.tls} is set.
+
+        Raises:
+            ValueError: The certificate or key cannot be read.
+        """
+        files = self.gateway.config.gateway.admin_tls
+        if files is None:
+            return self.site()
+        return TLSMemoryBIOFactory(server_tls_options(files), False, self.site())

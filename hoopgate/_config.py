@@ -124,6 +124,8 @@ class GatewaySettings:
     Attributes:
         admin_listen: Endpoint string of the admin HTTP listener.
         admin_token: Required for admin actions that change state, if set.
+        admin_tls: Certificate and key when the admin listener speaks
+            HTTPS.
         recordings: Folder for session recordings.
         on_recording_failure: C{close} ends the session when a record
             cannot be written; C{continue} goes on and logs.
@@ -143,6 +145,7 @@ class GatewaySettings:
     dropin_dirs: tuple[str, ...]
     redis: RedisSettings | None = None
     approvals: ApprovalSettings | None = None
+    admin_tls: TLSFiles | None = None
 
 
 @frozen
@@ -177,6 +180,7 @@ def _read_gateway(reader: ConfigReader) -> GatewaySettings:
     settings = GatewaySettings(
         admin_listen=admin.string("listen", "tcp:8091:interface=127.0.0.1"),
         admin_token=admin.secret("token") if admin.has("token") else None,
+        admin_tls=_read_tls_files(admin) if admin.has("tls") else None,
         recordings=recordings.string("directory", "var/recordings"),
         on_recording_failure=recordings.choice(
             "on_failure", ("close", "continue"), "close"
@@ -195,6 +199,16 @@ def _read_gateway(reader: ConfigReader) -> GatewaySettings:
         section.done()
     reader.done()
     return settings
+
+
+def _read_tls_files(reader: ConfigReader) -> TLSFiles:
+    section = reader.section("tls")
+    files = TLSFiles(section.string("certificate"), section.string("key"))
+    for key in ("certificate", "key"):
+        if not Path(section.string(key)).is_file():
+            raise section.error(key, f"{section.string(key)} is not a readable file")
+    section.done()
+    return files
 
 
 def _read_issuer(reader: ConfigReader) -> IssuerConfig:

@@ -6,7 +6,7 @@ test-case-name: tests.unit.test_plugin_api
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
@@ -83,6 +83,34 @@ class IProtocolPlugin(Interface):
 
         Returns:
             An C{IProtocolFactory}.
+        """
+
+
+class IAdminResource(Interface):
+    """
+    HTTP resources of a protocol plugin on the gateway's admin listener.
+
+    Optional: a protocol plugin declares it beside L{IProtocolPlugin}
+    when it serves requests outside its own protocol (the SSH plugin
+    issues certificates).  The core mounts the resource under
+    C{/plugins/NAME/} at start; like listeners, it is built once, and a
+    reload does not rebuild it.  The admin token does not guard it: the
+    resource authenticates its callers itself (L{IGateway.identify}).
+    """
+
+    def admin_resource(
+        gateway: IGateway, listeners: Sequence[ListenerConfig]
+    ) -> object | None:
+        """
+        Build the resource.
+
+        Args:
+            gateway: The gateway.
+            listeners: The configuration's listeners of this plugin.
+
+        Returns:
+            A C{twisted.web.resource.IResource}, or C{None} when there is
+            nothing to serve.
         """
 
 

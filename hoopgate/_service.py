@@ -62,7 +62,7 @@ class GatewayService(MultiService):
     def _add_listeners(self, config: Config) -> None:
         admin = AdminSite(self.gateway, self.reload)
         endpoint = serverFromString(self.reactor, config.gateway.admin_listen)
-        StreamServerEndpointService(endpoint, admin.site()).setServiceParent(self)
+        StreamServerEndpointService(endpoint, admin.factory()).setServiceParent(self)
 
         for listener in config.listeners:
             plugin = config.plugins[listener.protocol]

@@ -40,6 +40,7 @@ from hoopgate._events import (
 from hoopgate._gateway import refuse_now
 from hoopgate._identity import Identity
 from hoopgate._interfaces import (
+    IAdminResource,
     IGateway,
     IProtocolPlugin,
     IProtocolPluginDeclaration,
@@ -101,6 +102,7 @@ __all__ = [
     "Event",
     "Hold",
     "HttpRequestReceived",
+    "IAdminResource",
     "IGateway",
     "IProtocolPlugin",
     "IProtocolPluginDeclaration",

@@ -6,6 +6,7 @@ test-case-name: tests.unit.ssh.test_plugin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.logger import Logger
@@ -13,10 +14,12 @@ from zope.interface import implementer
 
 from hoopgate.plugin import (
     ConfigReader,
+    IAdminResource,
     IGateway,
     IProtocolPlugin,
     ListenerConfig,
 )
+from hoopgate_plugins.ssh._issuer import certificate_resource
 from hoopgate_plugins.ssh._keys import fingerprint, load_or_create_host_key
 from hoopgate_plugins.ssh._server import GatewaySSHFactory
 from hoopgate_plugins.ssh._settings import (
@@ -28,10 +31,11 @@ from hoopgate_plugins.ssh._settings import (
 )
 
 
-@implementer(IProtocolPlugin)
+@implementer(IProtocolPlugin, IAdminResource)
 class SSHPlugin:
     """
-    Relays SSH sessions: exec, shell, SFTP and local forwarding.
+    Relays SSH sessions: exec, shell, SFTP and local forwarding; issues
+    certificates on the admin listener (C{/plugins/ssh/certificates}).
     """
 
     name = "ssh"
@@ -54,6 +58,16 @@ class SSHPlugin:
             created=" (created now)" if created else "",
         )
         return GatewaySSHFactory(gateway, listener, key)
+
+    def admin_resource(
+        self, gateway: IGateway, listeners: Sequence[ListenerConfig]
+    ) -> Any:
+        authorities = {}
+        for listener in listeners:
+            certificates = listener_settings(listener).certificates
+            if certificates is not None:
+                authorities[listener.name] = certificates
+        return certificate_resource(gateway, authorities)
 
 
 plugin = SSHPlugin()

@@ -47,6 +47,7 @@ from hoopgate.plugin import (
 )
 from hoopgate_plugins.ssh import _codec as c
 from hoopgate_plugins.ssh import _errors
+from hoopgate_plugins.ssh._certs import Permissions
 from hoopgate_plugins.ssh._channels import (
     MAX_PACKET,
     WINDOW,
@@ -182,6 +183,8 @@ class Relay:
         upstream: The target's leg (the gateway is the client there).
         on_idle: Called when the target's leg is gone and no channel is
             left, so the client's connection can end.
+        permissions: What the client's certificate grants (terminals,
+            forwards); everything for a token login.
     """
 
     _log = Logger()
@@ -193,9 +196,12 @@ class Relay:
         client: Leg,
         upstream: Leg,
         on_idle: Callable[[], None],
+        *,
+        permissions: Permissions | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
+        self.permissions = permissions or Permissions()
         self.client = client
         self.upstream = upstream
         self._on_idle = on_idle
@@ -408,6 +414,17 @@ class Relay:
             originator=target.originator,
             originator_port=target.originator_port,
         )
+        if not self.permissions.port_forwarding:
+            self._log.warn(
+                "Session {session_id}: refused a forward to {host}:{port} "
+                "(the certificate has no permit-port-forwarding)",
+                session_id=self.session.id,
+                host=target.host,
+                port=target.port,
+            )
+            self._notice("forward.refused", f"{target.host}:{target.port}")
+            self._refuse_open(request.sender, _errors.FORWARD_REFUSED)
+            return
         if not self.settings.forward_allowed(target.host, target.port):
             self._log.warn(
                 "Session {session_id}: refused a forward to {host}:{port} "
@@ -731,6 +748,15 @@ class Relay:
         # FIXME(#6): terminal output is not recorded as asciicast yet; it
         # must pass masking first, which plugins cannot reach.
         pty = c.parse_pty(request.data)
+        if not self.permissions.pty:
+            self._log.warn(
+                "Session {session_id}: refused a terminal "
+                "(the certificate has no permit-pty)",
+                session_id=self.session.id,
+            )
+            self._notice("pty.refused", pty.term)
+            self._answer(slot, False)
+            return
         self.session.observe(
             PtyRequested(
                 session_id=self.session.id,

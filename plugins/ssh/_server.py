@@ -2,14 +2,16 @@
 The client's leg of an SSH session: the gateway as an SSH server.
 
 One L{ClientTransport} per client connection: Conch's server transport
-with the gateway's host key, L{TokenAuth} for the login, and, once the
+with the gateway's host key, L{ClientAuth} for the login, and, once the
 gateway has opened the session and logged in to the target, a
 L{ConnectionLeg} whose messages go to the session's L{Relay}.
 
-The order of a login: the client sends its token; the gateway's chain
-authenticates and authorises it (C{SessionRequested} with the target and
-the login the name asks for); the gateway logs in to the target with its
-own key; only then does the client get USERAUTH_SUCCESS.  A target that
+The order of a login: the client sends its token, or a certificate
+of the gateway's CA with its signature (checked by L{ClientAuth}); the
+gateway's chain authenticates and authorises it (C{SessionRequested}
+with the target and the login the name asks for); the gateway logs in
+to the target with its own key; only then does the client get
+USERAUTH_SUCCESS.  A target that
 cannot be reached or logged in to ends the client's connection with a
 disconnect message saying so.
 
@@ -43,7 +45,8 @@ from hoopgate.plugin import (
 )
 from hoopgate_plugins.ssh import _codec as c
 from hoopgate_plugins.ssh import _errors
-from hoopgate_plugins.ssh._auth import Login, TokenAuth
+from hoopgate_plugins.ssh._auth import ClientAuth, Login
+from hoopgate_plugins.ssh._certs import Certified, Permissions
 from hoopgate_plugins.ssh._legs import (
     ConnectionLeg,
     WriteGate,
@@ -86,7 +89,11 @@ class ClientTransport(SSHServerTransport):
         self.reactor = gateway.reactor
         self.failure_delay = settings.failure_delay
         self._login_timeout = settings.login_timeout
+        certificates = settings.certificates
+        self.trusted_cas = certificates.trusted if certificates else None
+        self.permissions = Permissions()
         self.peer = "?"
+        self.peer_host = ""
         self.session: Session | None = None
         self.relay: Relay | None = None
         self.gate: WriteGate | None = None
@@ -103,6 +110,7 @@ class ClientTransport(SSHServerTransport):
 
     def connectionMade(self) -> None:
         self.peer = _peer(self.transport)
+        self.peer_host = self.peer.rpartition(":")[0]
         self.gate = attach_gate(self.transport, self._client_resumed)
         self._timer = self.reactor.callLater(self._login_timeout, self._timed_out)
         SSHServerTransport.connectionMade(self)
@@ -160,7 +168,7 @@ class ClientTransport(SSHServerTransport):
         session and the target's login are ready.
         """
         if name == b"ssh-userauth" and self._state == "auth":
-            return TokenAuth
+            return ClientAuth
         if name == b"ssh-connection" and self._state == "ready":
             return lambda: ConnectionLeg("client", self, self.gate)
         return None
@@ -173,6 +181,22 @@ class ClientTransport(SSHServerTransport):
         and fire with Conch's avatar triple; fail with
         C{UnauthorizedLogin} when refused.
         """
+        return self._open(login, token=token)
+
+    def authenticate_certified(
+        self, login: Login, certified: Certified
+    ) -> defer.Deferred[Any]:
+        """
+        As L{authenticate}, with the identity of a certificate the
+        gateway's CA signed, which the client proved it holds the key of;
+        the session gets only the permissions the certificate grants.
+        """
+        self.permissions = certified.permissions
+        return self._open(
+            login, identity=certified.identity, presented="ssh-certificate"
+        )
+
+    def _open(self, login: Login, **credential: Any) -> defer.Deferred[Any]:
         if self._state != "auth" or self._attempt is not None:
             return defer.fail(UnauthorizedLogin("a login is already in progress"))
         self._login = login
@@ -182,8 +206,8 @@ class ClientTransport(SSHServerTransport):
             peer=self.peer,
             target=login.target,
             login=login.login,
-            token=token,
             tls=True,
+            **credential,
         )
         attempt: defer.Deferred[Any] = defer.Deferred()
         self._attempt = attempt
@@ -310,7 +334,12 @@ class ClientTransport(SSHServerTransport):
         assert session is not None and upstream_leg is not None
         self._state = "relay"
         self.relay = Relay(
-            session, target_settings(session), leg, upstream_leg, self._idle
+            session,
+            target_settings(session),
+            leg,
+            upstream_leg,
+            self._idle,
+            permissions=self.permissions,
         )
 
     def _upstream_ready(self, leg: ConnectionLeg) -> None:

@@ -7,6 +7,9 @@ test-case-name: tests.unit.ssh.test_plugin
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
+import os
+import stat
 from pathlib import Path
 
 from attrs import frozen
@@ -19,6 +22,13 @@ from hoopgate.plugin import (
     Secret,
     Session,
 )
+from hoopgate_plugins.ssh._certs import (
+    CAKey,
+    CertificateError,
+    CertificatePolicy,
+    load_ca_key,
+    public_blob,
+)
 from hoopgate_plugins.ssh._keys import (
     KeyFileError,
     known_host_keys,
@@ -28,6 +38,30 @@ from hoopgate_plugins.ssh._keys import (
 
 #: Environment variables a client may set on the target by default.
 DEFAULT_ACCEPT_ENV = ("LANG", "LC_*")
+
+
+#: The longest validity a listener may give its certificates.
+MAX_CERTIFICATE_VALIDITY = 86400.0
+
+
+@frozen
+class CertificateSettings:
+    """
+    A listener's SSH certificate authority.
+
+    Attributes:
+        ca_key_file: The CA private key file, or C{""} when this listener
+            only verifies certificates another gateway's CA signed.
+        ca_key: That key, loaded.
+        trusted: Blobs of the CA public keys accepted at login: the
+            signing key's own, and older ones kept while rotating.
+        policy: What issued certificates grant.
+    """
+
+    ca_key_file: str
+    ca_key: CAKey | None
+    trusted: frozenset[bytes]
+    policy: CertificatePolicy
 
 
 @frozen
@@ -40,11 +74,14 @@ class ListenerSettings:
             start when absent.
         failure_delay: Seconds to wait before answering a failed login.
         login_timeout: Seconds a client has to log in.
+        certificates: The certificate authority, when the listener takes
+            certificate logins (C{publickey}).
     """
 
     host_key: str
     failure_delay: float
     login_timeout: float
+    certificates: CertificateSettings | None = None
 
 
 @frozen
@@ -109,10 +146,72 @@ def read_listener(reader: ConfigReader) -> ListenerSettings:
     """
     Read and check the SSH keys of a listener.
     """
+    certificates = None
+    if reader.has("certificates"):
+        certificates = _read_certificates(reader.section("certificates"))
     return ListenerSettings(
         host_key=reader.string("host_key"),
         failure_delay=reader.duration("failure_delay", 1.0),
         login_timeout=reader.duration("login_timeout", 60.0),
+        certificates=certificates,
+    )
+
+
+def _load_ca(reader: ConfigReader) -> tuple[str, CAKey]:
+    path = reader.string("ca_key")
+    try:
+        status = os.stat(path)
+        if not stat.S_ISREG(status.st_mode):
+            raise reader.error("ca_key", f"{path} is not a file")
+        if status.st_mode & 0o077:
+            raise reader.error(
+                "ca_key", f"{path} must be readable by its owner only (chmod 600)"
+            )
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise reader.error("ca_key", f"cannot read {path}: {e.strerror}") from None
+    try:
+        return path, load_ca_key(data, path)
+    except CertificateError as e:
+        raise reader.error("ca_key", str(e)) from None
+
+
+def _read_sources(reader: ConfigReader) -> tuple[str, ...]:
+    blocks = reader.strings("source_address", ())
+    for block in blocks:
+        if block == "requester":
+            continue
+        try:
+            ipaddress.ip_network(block, strict=False)
+        except ValueError:
+            message = f"{block!r} is not a CIDR block or requester"
+            raise reader.error("source_address", message) from None
+    return blocks
+
+
+def _read_certificates(reader: ConfigReader) -> CertificateSettings:
+    path, ca = _load_ca(reader) if reader.has("ca_key") else ("", None)
+    trusted = {public_blob(ca)} if ca is not None else set()
+    for line in reader.strings("trusted_ca_keys", ()):
+        try:
+            trusted.add(public_key_blob(line))
+        except ValueError as e:
+            raise reader.error("trusted_ca_keys", str(e)) from None
+    if not trusted:
+        raise reader.error("ca_key", "certificates need ca_key or trusted_ca_keys")
+
+    validity = reader.duration("validity", 600.0)
+    if validity > MAX_CERTIFICATE_VALIDITY:
+        raise reader.error("validity", "must be at most 24h")
+    policy = CertificatePolicy(
+        validity=validity,
+        permit_pty=reader.boolean("permit_pty", True),
+        permit_port_forwarding=reader.boolean("permit_port_forwarding", True),
+        source_address=_read_sources(reader),
+    )
+    reader.done()
+    return CertificateSettings(
+        ca_key_file=path, ca_key=ca, trusted=frozenset(trusted), policy=policy
     )
 
 

@@ -7,11 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from zope.interface.verify import verifyObject
 
 from hoopgate._config import parse_config
 from hoopgate._configreader import load_yaml
-from hoopgate.plugin import ConfigError, ConfigReader, IProtocolPlugin, ListenerConfig
+from hoopgate.plugin import (
+    ConfigError,
+    ConfigReader,
+    IAdminResource,
+    IProtocolPlugin,
+    ListenerConfig,
+)
+from hoopgate_plugins.ssh._certs import CertificatePolicy, public_blob
+from hoopgate_plugins.ssh._issuer import Certificates
 from hoopgate_plugins.ssh._keys import load_or_create_host_key
 from hoopgate_plugins.ssh._plugin import plugin
 from hoopgate_plugins.ssh._server import GatewaySSHFactory
@@ -184,3 +194,149 @@ credentials:
 
         assert isinstance(factory, GatewaySSHFactory)
         assert host_key.exists()
+
+
+def _ca_file(path: Path, mode: int = 0o600) -> Path:
+    key = ed25519.Ed25519PrivateKey.generate()
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
+
+
+class TestCertificateSettings:
+    """
+    A listener's C{certificates}: the CA key, trusted CA keys, and what
+    issued certificates grant.
+    """
+
+    def listener(self, tmp_path: Path, section: str) -> str:
+        return f"host_key: {tmp_path / 'host'}\ncertificates:\n{section}"
+
+    def test_defaults(self, tmp_path: Path) -> None:
+        ca = _ca_file(tmp_path / "ca")
+
+        settings = plugin.read_listener(
+            _reader(self.listener(tmp_path, f"  ca_key: {ca}\n"))
+        )
+
+        certificates = settings.certificates
+        assert certificates is not None
+        assert certificates.ca_key is not None
+        assert certificates.trusted == {public_blob(certificates.ca_key)}
+        assert certificates.policy == CertificatePolicy(
+            validity=600.0, permit_pty=True, permit_port_forwarding=True
+        )
+
+    def test_everything(self, tmp_path: Path) -> None:
+        """
+        Older CA keys stay trusted beside the signing one (rotation).
+        """
+        ca = _ca_file(tmp_path / "ca")
+        old = ed25519.Ed25519PrivateKey.generate().public_key()
+        line = old.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        ).decode()
+        section = (
+            f"  ca_key: {ca}\n"
+            f'  trusted_ca_keys: ["{line} old-ca"]\n'
+            "  validity: 5m\n"
+            "  permit_pty: false\n"
+            "  permit_port_forwarding: false\n"
+            "  source_address: [requester, 10.0.0.0/8]\n"
+        )
+
+        settings = plugin.read_listener(_reader(self.listener(tmp_path, section)))
+
+        certificates = settings.certificates
+        assert certificates is not None
+        assert len(certificates.trusted) == 2
+        assert certificates.policy == CertificatePolicy(
+            validity=300.0,
+            permit_pty=False,
+            permit_port_forwarding=False,
+            source_address=("requester", "10.0.0.0/8"),
+        )
+
+    def test_verify_only(self, tmp_path: Path) -> None:
+        old = ed25519.Ed25519PrivateKey.generate().public_key()
+        line = old.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        ).decode()
+
+        settings = plugin.read_listener(
+            _reader(self.listener(tmp_path, f'  trusted_ca_keys: ["{line}"]\n'))
+        )
+
+        assert settings.certificates is not None
+        assert settings.certificates.ca_key is None
+
+    @pytest.mark.parametrize(
+        ("section", "error"),
+        [
+            ("  validity: 10m\n", "need ca_key or trusted_ca_keys"),
+            ("  ca_key: {ca}\n  validity: 2d\n", "must be at most 24h"),
+            ("  ca_key: {ca}\n  source_address: [nowhere]\n", "not a CIDR block"),
+            ("  trusted_ca_keys: [nope]\n", "trusted_ca_keys"),
+            ("  ca_key: {missing}\n", "cannot read"),
+            ("  ca_key: {open}\n", "readable by its owner only (chmod 600)"),
+            ("  ca_key: {junk}\n", "is not an unencrypted private key"),
+            ("  ca_key: {ca}\n  permit_x11: true\n", "is not a known key"),
+        ],
+    )
+    def test_refused(self, tmp_path: Path, section: str, error: str) -> None:
+        """
+        A CA key others may read, or any other mistake, is a
+        configuration error naming the key.
+        """
+        files = {
+            "ca": _ca_file(tmp_path / "ca"),
+            "open": _ca_file(tmp_path / "open", 0o644),
+            "missing": tmp_path / "missing",
+            "junk": tmp_path / "junk",
+        }
+        files["junk"].write_text("junk")
+        files["junk"].chmod(0o600)
+        text = self.listener(tmp_path, section.format(**files))
+
+        with pytest.raises(ConfigError) as caught:
+            plugin.read_listener(_reader(text))
+        assert "certificates." in str(caught.value)
+        assert error in str(caught.value)
+
+
+class TestAdminResource:
+    def test_provides_interface(self) -> None:
+        assert verifyObject(IAdminResource, plugin)
+
+    def test_nothing_without_a_ca(self, tmp_path: Path) -> None:
+        listener = ListenerConfig(
+            name="ssh",
+            protocol="ssh",
+            listen="tcp:0",
+            tls=None,
+            cleartext_without_tls=False,
+            settings=plugin.read_listener(_reader(f"host_key: {tmp_path / 'h'}\n")),
+        )
+
+        assert plugin.admin_resource(FakeGateway(), [listener]) is None  # type: ignore[arg-type]
+
+    def test_certificates_child(self, tmp_path: Path) -> None:
+        ca = _ca_file(tmp_path / "ca")
+        text = f"host_key: {tmp_path / 'h'}\ncertificates:\n  ca_key: {ca}\n"
+        listener = ListenerConfig(
+            name="ssh",
+            protocol="ssh",
+            listen="tcp:0",
+            tls=None,
+            cleartext_without_tls=False,
+            settings=plugin.read_listener(_reader(text)),
+        )
+
+        root = plugin.admin_resource(FakeGateway(), [listener])  # type: ignore[arg-type]
+
+        assert isinstance(root.getStaticEntity(b"certificates"), Certificates)
