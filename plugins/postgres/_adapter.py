@@ -104,6 +104,9 @@ _REFUSED_SQL = "hoopgate refused this statement"
 
 _RELAYED_CLIENT = frozenset({F.FLUSH, F.COPY_DATA})
 
+# Rows taken as a run when they are looked at.
+_ROWS = frozenset({B.DATA_ROW})
+
 #: Client bytes read while a verdict is pending; beyond, reading pauses.
 _HELD_BUFFER = 256 * 1024
 
@@ -956,12 +959,20 @@ class ClientConnection(protocol.Protocol):
         out: list[bytes] = []
         tracker = self._tracker
         while True:
-            chunk = reader.take_passthrough(self._passing())
+            passing = self._passing()
+            chunk = reader.take_passthrough(passing)
             if chunk:
                 tracker.add_bytes(len(chunk))
                 if self._sampler is not None:
                     self._sampler.passed(len(chunk))
                 out.append(chunk)
+            rows = b"" if B.DATA_ROW in passing else reader.take_passthrough(_ROWS)
+            if rows:
+                tracker.add_bytes(len(rows))
+                out.append(self._data_rows(rows))
+                if self._state == "closed":
+                    return
+                continue
             frame = reader.next_frame()
             if frame is None:
                 break
@@ -997,7 +1008,7 @@ class ClientConnection(protocol.Protocol):
     def _server_frame(self, frame: pg.Frame) -> bytes:
         kind = frame.type
         if kind == B.DATA_ROW:
-            return self._data_row(frame)
+            return self._data_rows(frame.raw)
         if kind == B.COPY_DATA:
             return self._copy_row(frame)
         if kind == B.NO_DATA:
@@ -1173,30 +1184,40 @@ class ClientConnection(protocol.Protocol):
             self._sampler = sampler
         return sampler
 
-    def _data_row(self, frame: pg.Frame) -> bytes:
+    def _data_rows(self, chunk: bytes) -> bytes:
+        """
+        A run of DataRows, masked by the result's plan and sampled, in one
+        tight loop; unmasked values keep their bytes.
+        """
         plan = self._plan
-        raw = frame.raw
-        values: list[bytes | None] | None = None
-        if plan is not None:
-            values = pg.parse_data_row(frame.payload)
-            try:
-                out = plan(values)
-            except Exception:
-                self._log.failure("A row plan failed; closing the session")
-                self._fail(_errors.INTERNAL, "the gateway failed", "row plan failed")
-                return b""
-            if out is not values:
-                raw = pg.data_row(out)
-            values = _recorded(plan, out)
-
         sampler = self._sampler_for_result()
-        if sampler.full:
-            sampler.add([], len(raw))
-        else:
-            if values is None:
-                values = pg.parse_data_row(frame.payload)
-            sampler.add(values, len(raw))
-        return raw
+        recorded = getattr(plan, "recorded", None)
+        parse, build, add = pg.parse_data_row, pg.data_row, sampler.add
+        out: list[bytes] = []
+        append = out.append
+        try:
+            for frame in pg.split_frames(chunk):
+                raw = frame.raw
+                values = None if plan is None else parse(frame.payload)
+                if plan is not None and values is not None:
+                    masked = plan(values)
+                    if masked is not values:
+                        raw = build(masked)
+                    values = recorded(masked) if recorded is not None else masked
+                if sampler.full:
+                    add([], len(raw))
+                else:
+                    add(
+                        values if values is not None else parse(frame.payload), len(raw)
+                    )
+                append(raw)
+        except pg.ProtocolViolation:
+            raise
+        except Exception:
+            self._log.failure("A row plan failed; closing the session")
+            self._fail(_errors.INTERNAL, "the gateway failed", "row plan failed")
+            return b""
+        return b"".join(out)
 
     def _end_result(self, rows: int | None) -> None:
         """
