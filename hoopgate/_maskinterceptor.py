@@ -53,7 +53,13 @@ from hoopgate._masking import (
     mask_text,
     mask_values_in_text,
 )
-from hoopgate._maskrules import ColumnUse, MaskingPolicy, MaskRule, SessionMasking
+from hoopgate._maskrules import (
+    ColumnUse,
+    MaskingPolicy,
+    MaskRule,
+    SessionMasking,
+    generic_fields,
+)
 from hoopgate._verdicts import ALLOW, Allow, Deny, DenyReason, Note, Rewrite, Verdict
 
 #: Column types whose values are text: masks keep the type valid.
@@ -83,13 +89,6 @@ UNSCANNED_TYPES: Final = frozenset(
 #: Diagnostic fields that never hold values (codes, positions, sources).
 FIXED_FIELDS: Final = frozenset("SVCPpFLR")
 
-#: Diagnostic fields a generic text leaves out (detail, hint, context,
-#: internal query).
-DROPPED_FIELDS: Final = frozenset("DHWq")
-
-GENERIC_MESSAGE: Final = (
-    "hoopgate: the message was withheld because the statement uses masked columns"
-)
 
 #: Distinct masked originals a plan keeps for errors of its result.
 REMEMBERED: Final = 32
@@ -473,7 +472,9 @@ class MaskingInterceptor:
         statement = state.get(event.statement_id)
         if statement is not None and statement.touches:
             self.diagnostics["generic"] += 1
-            return Rewrite(event=attrs.evolve(event, fields=_generic(event.fields)))
+            return Rewrite(
+                event=attrs.evolve(event, fields=generic_fields(event.fields))
+            )
 
         values: list[str] = []
         for plan in statement.plans if statement is not None else ():
@@ -490,16 +491,6 @@ class MaskingInterceptor:
 
         self.diagnostics["masked"] += 1
         return Rewrite(event=attrs.evolve(event, fields=fields), notes=notes)
-
-
-def _generic(fields: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    kept = []
-    for key, text in fields:
-        if key == "M":
-            kept.append((key, GENERIC_MESSAGE))
-        elif key not in DROPPED_FIELDS:
-            kept.append((key, text))
-    return tuple(kept)
 
 
 def _masked_fields(

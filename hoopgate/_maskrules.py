@@ -526,6 +526,32 @@ def _mask_literals(text: str) -> str:
 
 NO_MASKING: Final = SessionMasking()
 
+#: What replaces the message of an error or notice whose statement used
+#: masked columns other than plainly.
+GENERIC_MESSAGE: Final = (
+    "hoopgate: the message was withheld because the statement uses masked columns"
+)
+
+#: Diagnostic fields a generic text leaves out (detail, hint, context,
+#: internal query).
+DROPPED_FIELDS: Final = frozenset("DHWq")
+
+
+def generic_fields(
+    fields: tuple[tuple[str, str], ...],
+) -> tuple[tuple[str, str], ...]:
+    """
+    An error's or notice's fields with the message made generic and the
+    fields that may quote values dropped; codes and positions kept.
+    """
+    kept = []
+    for key, text in fields:
+        if key == "M":
+            kept.append((key, GENERIC_MESSAGE))
+        elif key not in DROPPED_FIELDS:
+            kept.append((key, text))
+    return tuple(kept)
+
 
 class RecordMasker:
     """
@@ -564,13 +590,23 @@ class RecordMasker:
                 for p in masking.mask_parameters(event.parameters, touching)
             ]
         elif isinstance(event, DiagnosticReceived):
+            texts = event.fields
+            if self._touched(event.session_id, event.statement_id):
+                texts = generic_fields(texts)
             fields["fields"] = [
-                [key, masking.mask_free_text(text)] for key, text in event.fields
+                [key, masking.mask_free_text(text)] for key, text in texts
             ]
         elif isinstance(event, StatementCompleted):
-            fields["error_message"] = masking.mask_free_text(event.error_message)
+            message = event.error_message
+            if message and self._touched(event.session_id, event.statement_id):
+                message = GENERIC_MESSAGE
+            fields["error_message"] = masking.mask_free_text(message)
         elif isinstance(event, Notice):
             fields["detail"] = masking.mask_free_text(event.detail)
+
+    def _touched(self, session_id: str, statement_id: str) -> bool:
+        known = self._touching.get(session_id)
+        return known is not None and known.get(statement_id, False)
 
     def _statement(
         self,

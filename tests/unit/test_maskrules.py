@@ -32,8 +32,9 @@ from hoopgate._events import (
 from hoopgate._identity import Identity
 from hoopgate._interfaces import IInterceptor, IObserver
 from hoopgate._masking import REDACTED, KeepLast, KeyedHash, Nullify, Redact
-from hoopgate._maskinterceptor import GENERIC_MESSAGE, MaskingInterceptor, MaskingPlan
+from hoopgate._maskinterceptor import MaskingInterceptor, MaskingPlan
 from hoopgate._maskrules import (
+    GENERIC_MESSAGE,
     MaskingPolicy,
     parse_column_pattern,
     read_masking,
@@ -857,6 +858,46 @@ class TestRecorder:
         assert lines[1]["parameters"] == [{"value": "[masked]", "binary": False}]
         assert lines[2]["fields"] == [["M", "raw [masked]"]]
         assert lines[3]["fields"] == [["M", "as sent"]]
+
+    def test_dry_run_diagnostics(self, tmp_path: Path) -> None:
+        """
+        For an identity only dry-run column rules apply to, the client
+        gets an error as the server sent it, but the recording keeps the
+        generic text when the statement used masked columns.
+        """
+        policy = masking_policy(
+            "rules: [{name: w, mode: dry-run, columns: [public.customers.ssn]}]"
+        )
+        ctx = context(policy)
+        recorder = Recorder(str(tmp_path))
+        stage = MaskingInterceptor(policy)
+        received = statement(part(derived=("ssn",)))
+        error = DiagnosticReceived(
+            session_id=SESSION,
+            protocol="postgres",
+            statement_id="s1",
+            severity="ERROR",
+            code="22P02",
+            fields=(("C", "22P02"), ("M", 'invalid "123-45-6789"')),
+        )
+        completed = StatementCompleted(
+            session_id=SESSION,
+            protocol="postgres",
+            statement_id="s1",
+            status="error",
+            error_message='invalid "123-45-6789"',
+        )
+
+        stage.decide(received, ctx)
+        verdict = stage.decide(error, ctx)
+        for event in (received, error, completed):
+            recorder.observe(event, ALLOW, ctx)
+        lines = read_recording(recorder.path_for(SESSION))
+        recorder.close()
+
+        assert verdict is ALLOW
+        assert lines[1]["fields"] == [["C", "22P02"], ["M", GENERIC_MESSAGE]]
+        assert lines[2]["error_message"] == GENERIC_MESSAGE
         assert "x@y.org" not in recorder.path_for(SESSION).read_text()
 
 
