@@ -364,6 +364,31 @@ class TestRules:
             )
         )
 
+    def test_every_key(self) -> None:
+        """
+        Every key given must match: a DELETE on customers, not any DELETE
+        or any write to customers.
+        """
+        read = rule(
+            yaml="name: r\napprovers: [a]\nwhen: {commands: [DELETE], writes: [customers]}\n"
+        )
+        other = StatementPart(
+            text="delete from orders",
+            command="DELETE",
+            effect="write",
+            writes=("public.orders",),
+        )
+        update = StatementPart(
+            text="update customers set x = 1 where id = 1",
+            command="UPDATE",
+            effect="write",
+            writes=("public.customers",),
+        )
+
+        assert read.matches(delete())
+        assert not read.matches(statement(other.text, other))
+        assert not read.matches(statement(update.text, update))
+
     def test_command_and_http(self) -> None:
         """
         Command-line and HTTP conditions match their own kind of event.
