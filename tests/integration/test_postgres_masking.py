@@ -544,6 +544,34 @@ class TestBC09Diagnostics:
         assert "a.b@example.com" not in " ".join(notices)
         assert not leaked(" ".join(notices), truth.secrets)
 
+    def test_bc09_psql_and_asyncpg(self, masking: RunningGateway, truth: Truth) -> None:
+        """
+        psql (verbose errors) and asyncpg see the same: SQLSTATE 22P02,
+        the notice, and neither the e-mail nor any other masked value.
+        """
+        cast = "select email::int from customers where id=1"
+        block = (
+            "do $$ begin raise notice 'contact %', "
+            "(select email from customers where id = 1); end $$"
+        )
+
+        result = masking.psql(
+            masking.token(), "-v", "VERBOSITY=verbose", "-c", block, "-c", cast
+        )
+        seen = asyncio.run(
+            _asyncpg_diagnostics(
+                _asyncpg_params(masking, masking.token()), _tls(), block, cast
+            )
+        )
+
+        assert result.returncode == 1
+        assert "NOTICE:  00000:" in result.stderr
+        assert "ERROR:  22P02:" in result.stderr
+        assert seen["sqlstate"] == "22P02"
+        assert len(seen["notices"]) == 1
+        assert not leaked(result.stdout + result.stderr, truth.secrets)
+        assert not leaked(repr(seen), truth.secrets)
+
     def test_bc09_errors_without_masked_columns_keep_text(
         self, masking: RunningGateway
     ) -> None:
@@ -559,6 +587,27 @@ class TestBC09Diagnostics:
         assert caught.value.diag.message_primary == (
             'invalid input syntax for type integer: "abc"'
         )
+
+
+async def _asyncpg_diagnostics(
+    params: dict[str, Any], context: ssl.SSLContext, block: str, cast: str
+) -> dict[str, Any]:
+    notices: list[str] = []
+    conn = await asyncpg.connect(**params, ssl=context, timeout=10, command_timeout=30)
+    conn.add_log_listener(lambda _, message: notices.append(str(message.as_dict())))
+    try:
+        await conn.execute(block)
+        try:
+            await conn.fetch(cast)
+        except asyncpg.InvalidTextRepresentationError as e:
+            error = e.as_dict()
+        else:
+            raise AssertionError("the cast did not fail")
+        # Notices arrive with the statement; let the listener run.
+        await asyncio.sleep(0)
+    finally:
+        await asyncio.wait_for(conn.close(), WAIT)
+    return {"sqlstate": error["sqlstate"], "error": error, "notices": notices}
 
 
 def _copy_out(conn: Conn, sql: str) -> list[bytes]:
@@ -651,6 +700,19 @@ class TestBC01CopyTo:
             assert "7" not in result.stdout
             assert not leaked(result.stdout + result.stderr, truth.secrets)
 
+    def test_asyncpg_copy(self, masking: RunningGateway, truth: Truth) -> None:
+        """
+        asyncpg's copy_from_table with a column list: masked.
+        """
+        data = asyncio.run(
+            _asyncpg_copy(_asyncpg_params(masking, masking.token()), _tls())
+        )
+
+        lines = data.splitlines()
+        assert len(lines) == 1000
+        assert {line.split(b"\t")[1] for line in lines} == {MASK.encode()}
+        assert not leaked(data.decode(), truth.secrets)
+
     def test_psql_copy_to_file(
         self, masking: RunningGateway, truth: Truth, tmp_path: Path
     ) -> None:
@@ -667,6 +729,20 @@ class TestBC01CopyTo:
         lines = target.read_text().splitlines()
         assert len(lines) == 1000
         assert all(line.split("\t")[1:] == [MASK, MASK] for line in lines)
+
+
+async def _asyncpg_copy(params: dict[str, Any], context: ssl.SSLContext) -> bytes:
+    chunks: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    conn = await asyncpg.connect(**params, ssl=context, timeout=10, command_timeout=30)
+    try:
+        await conn.copy_from_table("customers", columns=["id", "ssn"], output=sink)
+    finally:
+        await asyncio.wait_for(conn.close(), WAIT)
+    return b"".join(chunks)
 
 
 class TestRecording:
