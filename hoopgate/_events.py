@@ -339,9 +339,10 @@ class ResultSample(Event):
     (completion, suspension or error), before the statement's
     L{StatementCompleted}.  The sample is capped per result
     (C{policy.masking.record_rows} and C{record_bytes}); the totals
-    always count everything.  Decided, not only observed, so that
-    masking can mask the sample for the record the way dry-run rules
-    would have; its verdict changes nothing on the wire.
+    always count everything.  Observed, never decided.  A row plan may
+    offer C{recorded(values)} (the row as a recording keeps it, with what
+    dry-run rules would have masked) and C{report()} (its masking counts,
+    for C{masked}); plugins use them when present.
 
     Attributes:
         statement_id: The statement the result belongs to.
