@@ -242,7 +242,11 @@ def _message(notification: Notification, recipient: Recipient, sender: str) -> b
         "",
         "The link is yours alone and works once. Opening it decides nothing.",
     ]
-    message.set_content("\n".join(body) + "\n")
+    text = "\n".join(body) + "\n"
+    # Plain 7-bit text keeps the link on one line for whoever reads the
+    # raw message; anything else goes quoted-printable.
+    cte = "7bit" if text.isascii() else "quoted-printable"
+    message.set_content(text, cte=cte)
     return message.as_bytes()
 
 

@@ -96,6 +96,8 @@ write_config() {
   while [ "$ADMIN_PORT" = "$GW_PG_PORT" ]; do ADMIN_PORT=$(free_port); done
   ADMIN_URL=http://127.0.0.1:$ADMIN_PORT
   mkdir -p "$DEMO/recordings"
+  # Approval links are signed with it (every gateway of the store shares it).
+  (umask 077; openssl rand -hex 24 > "$DEMO/link.secret")
   # Schema: docs/config-schema-draft.md. Secrets by reference only.
   cat > "$DEMO/hoopgate.yaml" <<EOF
 # Written by scripts/demo.sh; rewritten on every run.
@@ -106,10 +108,35 @@ gateway:
     directory: $DEMO/recordings
     on_failure: close
   store:
-    kind: memory
+    kind: redis
+    url: "redis://127.0.0.1:$REDIS_PORT/0"
+    password: {file: $REDIS_PASSWORD_FILE}
+    prefix: "hoopgate-demo:"
   plugins:
     packages: [hoopgate_plugins]
     dropin_dirs: []
+  approvals:
+    public_url: "$ADMIN_URL"
+    link_secret: {file: $DEMO/link.secret}
+    groups:
+      dba: "cn=dba-approvers,ou=groups,$LDAP_BASE"
+    directory:
+      url: "$LDAP_URL"
+      start_tls: true
+      ca: $TLS_CERT
+      bind_dn: "$LDAP_ADMIN_DN"
+      bind_password: {file: $LDAP_ADMIN_PASSWORD_FILE}
+      people: "ou=people,$LDAP_BASE"
+      person_filter: "(objectClass=inetOrgPerson)"
+      identity: {claim: sub, attribute: uid}
+    notify:
+      - kind: log
+      - kind: email
+        host: 127.0.0.1
+        port: $SMTP_PORT
+        from: hoopgate@example.org
+        tls: starttls
+        ca: $TLS_CERT
 
 identity:
   issuers:
@@ -178,6 +205,16 @@ policy:
         subjects: ["*"]
         detect: [email, card_number, iban]
         strategy: redact
+  approvals:
+    - name: customer-deletes
+      mode: hold
+      subjects: ["*"]
+      approvers: [dba]
+      quorum: 1
+      timeout: 10m
+      when:
+        commands: [DELETE]
+        writes: [customers]
 EOF
 }
 
@@ -237,6 +274,10 @@ write_demo_env() {
       printf '%s=%q\n' HOOPGATE_ADMIN_URL "$ADMIN_URL"
       printf '%s=%q\n' HOOPGATE_PG_URL "postgresql://ci-runner@127.0.0.1:$GW_PG_PORT/appdb"
       printf '%s=%q\n' HOOPGATE_PG_DIRECT_URL "$direct"
+      printf '%s=%q\n' HOOPGATE_APPROVERS "alice bob"
+      printf '%s=%q\n' HOOPGATE_APPROVER_PASSWORD "$LDAP_USER_PASSWORD"
+      printf '%s=%q\n' HOOPGATE_MAILDIR "$SMTP_MAILDIR"
+      printf '%s=%q\n' HOOPGATE_LDAP_URL "$LDAP_URL"
     } > "$DEMO/env.tmp"
   )
   mv "$DEMO/env.tmp" "$DEMO/env"
@@ -258,6 +299,13 @@ hoopgate demo is running. In another shell, from the repository root:
   PGPASSWORD=$($HOOPGATE_MINT --sub mallory --ttl 600) psql "$HOOPGATE_PG_URL"      # no access rule: refused
   psql "$HOOPGATE_PG_DIRECT_URL" -c 'select count(*) from customers'                # direct, bypassing hoopgate
   curl -s "$HOOPGATE_ADMIN_URL/healthz"
+
+Just-in-time approval (a DELETE on customers waits for one of $HOOPGATE_APPROVERS):
+  PGPASSWORD=$HOOPGATE_DEMO_TOKEN psql "$HOOPGATE_PG_URL" -c 'delete from customers where id = 7'   # held
+  ls "$HOOPGATE_MAILDIR/new"          # one mail per approver, each with their own link (open it, sign in as alice)
+  .venv/bin/hoopgate -c "$HOOPGATE_CONFIG" approvals list
+  .venv/bin/hoopgate -c "$HOOPGATE_CONFIG" approvals approve REQUEST --user alice --reason 'ticket 7'  # or deny
+  # the approver password is $HOOPGATE_APPROVER_PASSWORD (directory $HOOPGATE_LDAP_URL)
 
 Gateway log: demo/hoopgate.log   recordings: demo/recordings/   config: demo/hoopgate.yaml
 Press Ctrl-C to stop everything.
