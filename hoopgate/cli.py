@@ -11,7 +11,9 @@ import base64
 import getpass
 import json
 import os
+import ssl
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -507,6 +509,137 @@ def _approvals_parser(commands: Any) -> None:
     request.set_defaults(run=_approvals_request)
 
 
+# -- SSH certificates ----------------------------------------------------------
+
+
+def _admin_https(config: Config, args: argparse.Namespace) -> tuple[str, Any]:
+    """
+    The admin listener's base URL and the TLS context to reach it with
+    (C{None} over plain HTTP).  Over HTTPS the configured certificate
+    itself is trusted besides C{--ca-file} or the system's CAs: the CLI
+    reads the gateway's own configuration.
+    """
+    url = args.url or _admin_url(config)
+    files = config.gateway.admin_tls
+    if files is not None and not args.url:
+        url = "https" + url.removeprefix("http")
+    if not url.startswith("https:"):
+        return url, None
+    context = ssl.create_default_context(cafile=args.ca_file)
+    if files is not None and Path(files.certificate).is_file():
+        context.load_verify_locations(files.certificate)
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return url, context
+
+
+def _certificate_path(public_key: Path) -> Path:
+    # ssh-keygen's naming: NAME.pub is certified as NAME-cert.pub.
+    name = public_key.name.removesuffix(".pub")
+    return public_key.with_name(f"{name}-cert.pub")
+
+
+def _read_public_key(path: Path) -> str:
+    text = path.read_text(encoding="ascii").strip()
+    if "PRIVATE KEY" in text:
+        # Never send a private key anywhere, not even to the gateway.
+        raise ValueError(f"{path} is a private key: give its .pub file")
+    return text
+
+
+def _ssh_cert(config: Config, args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get(args.token_env, "")
+    if args.token_file:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    if not token:
+        print(
+            f"no token: give --token, --token-file or set {args.token_env}",
+            file=sys.stderr,
+        )
+        return 2
+    key = Path(args.public_key)
+    try:
+        public = _read_public_key(key)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        print(f"cannot use {key}: {e}", file=sys.stderr)
+        return 2
+
+    body: dict[str, Any] = {"token": token, "public_key": public}
+    if args.listener:
+        body["listener"] = args.listener
+    try:
+        status, answer = _post_json(config, args, "/plugins/ssh/certificates", body)
+    except OSError as e:
+        return _unreachable(e)
+    if status != 200:
+        print(f"refused ({status}): {answer.get('error')}", file=sys.stderr)
+        return 1
+    return _write_certificate(_certificate_path(key), answer)
+
+
+def _post_json(
+    config: Config, args: argparse.Namespace, path: str, body: dict[str, Any]
+) -> tuple[int, Any]:
+    url, context = _admin_https(config, args)
+    request = urllib.request.Request(  # noqa: S310 - admin URL from config
+        url + path, method="POST", data=json.dumps(body).encode()
+    )
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(  # noqa: S310
+            request, timeout=30, context=context
+        ) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            try:
+                return e.code, json.loads(e.read() or b"{}")
+            except ValueError:
+                return e.code, {"error": e.reason}
+
+
+def _write_certificate(path: Path, answer: dict[str, Any]) -> int:
+    partial = path.with_name(path.name + ".tmp")
+    try:
+        partial.write_text(answer["certificate"] + "\n", encoding="ascii")
+        partial.replace(path)
+    except OSError as e:
+        print(f"cannot write {path}: {e.strerror}", file=sys.stderr)
+        return 1
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(answer["valid_before"]))
+    principals = ", ".join(answer["principals"])
+    print(f"wrote {path} (principal {principals}, valid until {until})")
+    return 0
+
+
+def _ssh_cert_parser(commands: Any) -> None:
+    cert = commands.add_parser(
+        "ssh-cert",
+        help="get a short-lived SSH certificate for a public key",
+        description=(
+            "Send an OIDC token and a public key to the gateway's admin "
+            "listener; write the OpenSSH certificate it signs beside the "
+            "key (NAME.pub gets NAME-cert.pub), for ssh -i NAME. The token "
+            "comes from --token, --token-file or the variable --token-env "
+            "names."
+        ),
+    )
+    cert.add_argument("--public-key", required=True, metavar="FILE")
+    cert.add_argument(
+        "--token", help="the token (process lists show it: prefer the variable)"
+    )
+    cert.add_argument("--token-file")
+    cert.add_argument(
+        "--token-env",
+        default="HOOPGATE_TOKEN",
+        metavar="NAME",
+        help="environment variable holding the token (default HOOPGATE_TOKEN)",
+    )
+    cert.add_argument("--listener", help="the SSH listener, when several have a CA")
+    cert.add_argument("--url", help="the admin listener (default: from the config)")
+    cert.add_argument("--ca-file", help="CA bundle to verify an HTTPS admin listener")
+    cert.set_defaults(run=_ssh_cert)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hoopgate", description="Operate hoopgate.")
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG)
@@ -531,6 +664,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _policy_parser(commands)
     _approvals_parser(commands)
+    _ssh_cert_parser(commands)
     return parser
 
 

@@ -1,18 +1,21 @@
 """
-Other SSH clients than the OpenSSH command line: paramiko sends the token
-whole as a password, so tokens longer than the OpenSSH client's
-1023-byte limit work; git pushes and clones over ssh.
+Other SSH clients than the OpenSSH command line: paramiko and asyncssh
+send the token whole as a password, so tokens longer than the OpenSSH
+client's 1023-byte limit work; git pushes and clones over ssh.
 
 test-case-name: tests.integration.test_ssh_clients
 """
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import asyncssh
 import paramiko
 import pytest
 
@@ -111,6 +114,73 @@ class TestParamiko:
                 )
         finally:
             client.close()
+
+
+def _asyncssh(gateway: SshGateway, token: str) -> Any:
+    """
+    An asyncssh connection to the gateway with C{token} as password,
+    checking the gateway's host key.
+    """
+    return asyncssh.connect(
+        "127.0.0.1",
+        port=gateway.port,
+        username="box",
+        password=token,
+        known_hosts=str(gateway.known_hosts),
+        client_keys=None,
+        agent_path=None,
+        preferred_auth="password",
+        connect_timeout=10,
+    )
+
+
+async def _asyncssh_run(
+    gateway: SshGateway, token: str, command: str
+) -> asyncssh.SSHCompletedProcess:
+    async with _asyncssh(gateway, token) as connection:
+        return await asyncio.wait_for(connection.run(command), 60)
+
+
+class TestAsyncSSH:
+    """
+    asyncssh, token as password.
+    """
+
+    def test_long_token_exec(self, ssh_gateway: SshGateway, long_token: str) -> None:
+        """
+        A token over 2 KB logs in whole; exit status and both streams
+        arrive as the target sent them.
+        """
+        done = asyncio.run(
+            _asyncssh_run(ssh_gateway, long_token, "echo out; echo err >&2; exit 4")
+        )
+
+        assert (done.exit_status, done.stdout, done.stderr) == (4, "out\n", "err\n")
+        session_id = ssh_gateway.gateway.session_of(long_token)
+        opened = ssh_gateway.gateway.wait_event(session_id, "session.opened")
+        assert opened["identity"]["subject"] == "ci-runner"
+
+    def test_sftp_round_trip(self, ssh_gateway: SshGateway, long_token: str) -> None:
+        data = bytes(range(256)) * 2048
+
+        async def transfer() -> bytes:
+            path = "/tmp/hoopgate-asyncssh.bin"
+            async with (
+                _asyncssh(ssh_gateway, long_token) as connection,
+                connection.start_sftp_client() as sftp,
+            ):
+                async with sftp.open(path, "wb") as handle:
+                    await handle.write(data)
+                async with sftp.open(path, "rb") as handle:
+                    back: bytes = await handle.read()
+                await sftp.remove(path)
+                return back
+
+        assert asyncio.run(asyncio.wait_for(transfer(), 60)) == data
+
+    def test_bad_token(self, ssh_gateway: SshGateway) -> None:
+        with pytest.raises(asyncssh.PermissionDenied):
+            asyncio.run(_asyncssh_run(ssh_gateway, "x" * 3000, "true"))
 
 
 def _git(

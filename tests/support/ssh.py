@@ -25,24 +25,44 @@ C{tests/services.sh} added to its configuration:
 Clients are the real OpenSSH C{ssh}, C{scp} and C{sftp}: the token is
 the answer to the gateway's keyboard-interactive prompt, given by an
 C{SSH_ASKPASS} script (L{OpenSSH.env}), never on a command line.
+
+With C{certificates=True} (L{start_ssh_gateway}) the listener also has a
+CA (C{ca_key}, made with C{ssh-keygen}, certificates for
+C{127.0.0.0/8} only) and the admin listener speaks HTTPS with
+C{TLS_CERT}; L{SshGateway.certified} builds clients that log in with
+C{ssh -i KEY -o CertificateFile=KEY-cert.pub}, and L{sign} makes
+certificates by hand (wrong principal, expired, another CA) with the
+C{cryptography} package.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import ssl
 import stat
 import subprocess
-from collections.abc import Iterator, Sequence
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization as ser
 
 from tests.support.gateway import (
+    START_TIMEOUT,
     TARGETS,
+    VENV_BIN,
+    GatewayStartError,
+    Ports,
     RunningGateway,
+    _spawn,
     free_ports,
+    render_config,
     start_gateway,
     wait_for,
 )
@@ -52,6 +72,8 @@ __all__ = [
     "SSH_TARGETS",
     "OpenSSH",
     "SshGateway",
+    "sign",
+    "ssh_cert_gateway",
     "ssh_gateway",
     "ssh_servers",
     "start_ssh_gateway",
@@ -70,7 +92,9 @@ def _q(value: str | int) -> str:
     return f'"{text}"'
 
 
-def _ssh_yaml(servers: dict[str, str], port: int, host_key: Path) -> dict[str, str]:
+def _ssh_yaml(
+    servers: dict[str, str], port: int, host_key: Path, ca_key: Path | None = None
+) -> dict[str, str]:
     listener = f"""\
   - name: ssh
     protocol: ssh
@@ -78,6 +102,15 @@ def _ssh_yaml(servers: dict[str, str], port: int, host_key: Path) -> dict[str, s
     host_key: {_q(str(host_key))}
     failure_delay: 0.2s
     login_timeout: 30s
+"""
+    if ca_key is not None:
+        listener += f"""\
+    certificates:
+      ca_key: {_q(str(ca_key))}
+      validity: 10m
+      permit_pty: true
+      permit_port_forwarding: true
+      source_address: ["127.0.0.0/8"]
 """
     targets = ""
     for name, key in (("box", "SSH_PORT"), ("box_keepalive", "SSH_KEEPALIVE_PORT")):
@@ -130,6 +163,20 @@ def _ssh_yaml(servers: dict[str, str], port: int, host_key: Path) -> dict[str, s
     return {"listener": listener, "targets": targets, "rule": rule}
 
 
+def _admin_tls(text: str, servers: dict[str, str]) -> str:
+    """
+    Make the admin listener speak HTTPS with the test certificate.
+    """
+    anchor = "  admin:\n"
+    if text.count(anchor) != 1:
+        raise AssertionError("configuration has no single gateway.admin")
+    tls = (
+        f"    tls:\n      certificate: {_q(servers['TLS_CERT'])}\n"
+        f"      key: {_q(servers['TLS_KEY'])}\n"
+    )
+    return text.replace(anchor, anchor + tls)
+
+
 def _add_ssh(text: str, parts: dict[str, str]) -> str:
     """
     Insert the SSH listener, targets and rule into the gateway's
@@ -157,11 +204,16 @@ class SshGateway:
     """
 
     def __init__(
-        self, gateway: RunningGateway, servers: dict[str, str], port: int
+        self,
+        gateway: RunningGateway,
+        servers: dict[str, str],
+        port: int,
+        ca_key: Path | None = None,
     ) -> None:
         self.gateway = gateway
         self.servers = servers
         self.port = port
+        self.ca_key = ca_key
         self.host_key = gateway.directory / "ssh_host_ed25519"
         self.known_hosts = gateway.directory / "known_hosts_gateway"
         public = (self.host_key.parent / (self.host_key.name + ".pub")).read_text()
@@ -184,6 +236,51 @@ class SshGateway:
         client key: the ground truth.
         """
         return OpenSSH.direct(self.servers, self.gateway.directory)
+
+    def certified(self, key: Path, certificate: Path | None = None) -> OpenSSH:
+        """
+        OpenSSH clients logging in with private key C{key} and its
+        certificate (C{KEY-cert.pub} by default), nothing else.
+        """
+        return OpenSSH.certified(self, key, certificate or _cert_of(key))
+
+    def new_key(self, name: str) -> Path:
+        """
+        A new Ed25519 key pair made by C{ssh-keygen}; the private key's
+        path (C{.pub} beside it).
+        """
+        path = self.gateway.directory / "keys" / name
+        path.parent.mkdir(exist_ok=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        return path
+
+    def tls_context(self) -> ssl.SSLContext:
+        """
+        A context trusting the admin listener's test certificate.
+        """
+        return ssl.create_default_context(cafile=self.servers["TLS_CERT"])
+
+    def post_certificate(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """
+        POST C{body} to the certificate endpoint over HTTPS.
+        """
+        url = self.gateway.admin_url + "/plugins/ssh/certificates"
+        request = urllib.request.Request(  # noqa: S310 - the test gateway
+            url, data=json.dumps(body).encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(  # noqa: S310
+                request, timeout=30, context=self.tls_context()
+            ) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            with e:
+                return e.code, json.loads(e.read())
 
     def stop(self) -> int:
         return self.gateway.stop()
@@ -229,6 +326,19 @@ class OpenSSH:
             "NumberOfPasswordPrompts=1",
         ]
         return cls("127.0.0.1", gateway.port, _common(options), env)
+
+    @classmethod
+    def certified(cls, gateway: SshGateway, key: Path, certificate: Path) -> OpenSSH:
+        options = [
+            f"UserKnownHostsFile={gateway.known_hosts}",
+            f"IdentityFile={key}",
+            f"CertificateFile={certificate}",
+            "IdentitiesOnly=yes",
+            "IdentityAgent=none",
+            "PreferredAuthentications=publickey",
+            "BatchMode=yes",
+        ]
+        return cls("127.0.0.1", gateway.port, _common(options), _base_env())
 
     @classmethod
     def direct(cls, servers: dict[str, str], directory: Path) -> OpenSSH:
@@ -368,35 +478,147 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def _make_ca(directory: Path) -> Path:
+    path = directory / "ssh_ca"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test-ca", "-f", path],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _https_healthy(url: str, context: ssl.SSLContext) -> bool:
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - the test gateway
+            url + "/healthz", timeout=2, context=context
+        ) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def _start_https_admin(
+    servers: dict[str, str],
+    directory: Path,
+    edit: Callable[[str], str],
+    timeout: float,
+) -> RunningGateway:
+    """
+    As L{tests.support.gateway.start_gateway}, for an admin listener
+    speaking HTTPS, which that harness's wait cannot reach.
+    """
+    admin, pg, plain = free_ports(3)
+    ports = Ports(admin=admin, pg=pg, plain=plain)
+    recordings = directory / "recordings"
+    recordings.mkdir(parents=True, exist_ok=True)
+    text = render_config(servers, ports, recordings, tuple(TARGETS))
+    (directory / "hoopgate.yaml").write_text(edit(text), encoding="utf-8")
+
+    running = _spawn(servers, directory, ports, VENV_BIN / "twistd")
+    running.admin_url = f"https://127.0.0.1:{admin}"
+    context = ssl.create_default_context(cafile=servers["TLS_CERT"])
+    deadline = time.monotonic() + timeout
+    while not _https_healthy(running.admin_url, context):
+        if running.process.poll() is not None or time.monotonic() > deadline:
+            running.stop()
+            raise GatewayStartError(
+                running.describe_failure("hoopgate did not answer over HTTPS")
+            )
+        time.sleep(0.1)
+    return running
+
+
 def start_ssh_gateway(
     servers: dict[str, str],
     directory: Path,
     *,
-    timeout: float = 30.0,
+    timeout: float = START_TIMEOUT,
+    certificates: bool = False,
 ) -> SshGateway:
     """
     Start the gateway with the SSH listener and targets added; wait until
     the SSH listener accepts.
+
+    Args:
+        servers: The test servers' environment.
+        directory: An empty folder for the gateway's files.
+        timeout: Seconds to wait for it.
+        certificates: Give the listener a CA and the admin listener TLS.
     """
     (port,) = free_ports(1)
     host_key = directory / "ssh_host_ed25519"
-    parts = _ssh_yaml(servers, port, host_key)
-    running = start_gateway(
-        servers,
-        directory,
-        ci_targets=tuple(TARGETS),
-        edit=lambda text: _add_ssh(text, parts),
-        timeout=timeout,
-    )
+    ca_key = _make_ca(directory) if certificates else None
+    parts = _ssh_yaml(servers, port, host_key, ca_key)
+    if certificates:
+        running = _start_https_admin(
+            servers,
+            directory,
+            lambda text: _admin_tls(_add_ssh(text, parts), servers),
+            timeout,
+        )
+    else:
+        running = start_gateway(
+            servers,
+            directory,
+            ci_targets=tuple(TARGETS),
+            edit=lambda text: _add_ssh(text, parts),
+            timeout=timeout,
+        )
     try:
         wait_for(lambda: _accepts(port), timeout, "the gateway's SSH listener")
         mode = stat.S_IMODE(host_key.stat().st_mode)
         if mode != 0o600:
             raise AssertionError(f"host key {host_key} has mode {mode:o}")
-        return SshGateway(running, servers, port)
+        return SshGateway(running, servers, port, ca_key)
     except BaseException:
         running.stop()
         raise
+
+
+def _cert_of(key: Path) -> Path:
+    return key.with_name(key.name + "-cert.pub")
+
+
+def sign(
+    ca_key: Path,
+    public_key: Path,
+    *,
+    subject: str = "ci-runner",
+    principals: Sequence[str] | None = None,
+    valid_after: float | None = None,
+    valid_before: float | None = None,
+    pty: bool = True,
+) -> Path:
+    """
+    Make a certificate for C{public_key} by hand with C{ca_key}, as the
+    gateway would (the identity extension included) unless told
+    otherwise; write it as C{NAME-cert.pub} beside the key.
+    """
+    ca = ser.load_ssh_private_key(ca_key.read_bytes(), None)
+    user = ser.load_ssh_public_key(public_key.read_bytes())
+    now = time.time()
+    claims = {"sub": subject, "iss": "hand-made", "groups": [], "tid": "0"}
+    names = [p.encode() for p in (principals if principals is not None else [subject])]
+    builder = (
+        ser.SSHCertificateBuilder()
+        .public_key(user)  # type: ignore[arg-type]
+        .serial(1)
+        .type(ser.SSHCertificateType.USER)
+        .key_id(subject.encode())
+        .valid_principals(names)
+        .valid_after(int(valid_after if valid_after is not None else now - 60))
+        .valid_before(int(valid_before if valid_before is not None else now + 600))
+        .add_extension(b"identity@hoopgate", json.dumps(claims).encode())
+    )
+    if pty:
+        builder = builder.add_extension(b"permit-pty", b"")
+    certificate = builder.sign(ca)  # type: ignore[arg-type]
+    path = _cert_of(public_key.with_suffix(""))
+    path.write_bytes(certificate.public_bytes() + b"\n")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -418,6 +640,23 @@ def ssh_gateway(
     test module.
     """
     running = start_ssh_gateway(ssh_servers, tmp_path_factory.mktemp("sshgw"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def ssh_cert_gateway(
+    ssh_servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SshGateway]:
+    """
+    A gateway whose SSH listener has a CA and whose admin listener speaks
+    HTTPS, one per test module.
+    """
+    running = start_ssh_gateway(
+        ssh_servers, tmp_path_factory.mktemp("sshca"), certificates=True
+    )
     try:
         yield running
     finally:
