@@ -9,6 +9,8 @@
 #   demo/hoopgate.log                        the gateway's log
 #   demo/recordings/                         session recordings
 #   demo/env                                 written once everything answers
+#   demo/ssh_ca, demo/ssh_host_ed25519       the SSH CA and host keys (kept)
+#   demo/ssh_known_hosts                     the gateway's SSH host key for clients
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -95,6 +97,11 @@ write_config() {
   ADMIN_PORT=$(free_port)
   while [ "$ADMIN_PORT" = "$GW_PG_PORT" ]; do ADMIN_PORT=$(free_port); done
   ADMIN_URL=http://127.0.0.1:$ADMIN_PORT
+  GW_SSH_PORT=$(free_port)
+  while [ "$GW_SSH_PORT" = "$GW_PG_PORT" ] || [ "$GW_SSH_PORT" = "$ADMIN_PORT" ]; do
+    GW_SSH_PORT=$(free_port)
+  done
+  make_ssh_ca
   mkdir -p "$DEMO/recordings"
   # Approval links are signed with it (every gateway of the store shares it).
   (umask 077; openssl rand -hex 24 > "$DEMO/link.secret")
@@ -157,8 +164,26 @@ listeners:
       certificate: $TLS_CERT
       key: $TLS_KEY
     cleartext_without_tls: true     # loopback demo only
+  - name: ssh
+    protocol: ssh
+    listen: "tcp:$GW_SSH_PORT:interface=127.0.0.1"
+    host_key: $DEMO/ssh_host_ed25519   # created on first start
+    certificates:
+      ca_key: $DEMO/ssh_ca             # signs hoopgate ssh-cert certificates
+      validity: 10m
+      source_address: [requester]
 
 targets:
+  - name: box
+    protocol: ssh
+    host: 127.0.0.1
+    port: $SSH_PORT
+    known_hosts: $SSH_KNOWN_HOSTS
+    forward_to: ["127.0.0.1:$PG_PORT"]
+    credentials:
+      - name: app
+        user: root
+        private_key: {file: $SSH_CLIENT_KEY}
   - name: appdb
     protocol: postgres
     host: 127.0.0.1
@@ -176,6 +201,13 @@ targets:
 policy:
   version: 1
   access:
+    - name: ci-runner-ssh
+      subjects: [ci-runner]
+      targets: [box]
+      credential: app
+      logins: [root]
+      session_limit: 8h
+      on_token_expiry: close
     - name: ci-runner-all
       subjects: [ci-runner]
       targets: ["*"]
@@ -242,7 +274,7 @@ show_gateway_output() {
 wait_gateway() {
   local pid n=0
   pid=$(cat "$GATEWAY_PIDFILE")
-  until healthz_ok && tcp_open "$GW_PG_PORT"; do
+  until healthz_ok && tcp_open "$GW_PG_PORT" && tcp_open "$GW_SSH_PORT"; do
     if ! alive "$pid"; then
       echo "demo: hoopgate exited during start-up" >&2
       show_gateway_output
@@ -256,6 +288,12 @@ wait_gateway() {
     fi
     sleep 0.1
   done
+}
+
+# The SSH listener's CA, kept across runs (demo/ is ignored by git).
+make_ssh_ca() {
+  [ -f "$DEMO/ssh_ca" ] || ssh-keygen -q -t ed25519 -N '' -C hoopgate-demo-ca -f "$DEMO/ssh_ca"
+  chmod 600 "$DEMO/ssh_ca"
 }
 
 write_demo_env() {
@@ -278,9 +316,19 @@ write_demo_env() {
       printf '%s=%q\n' HOOPGATE_APPROVER_PASSWORD "$LDAP_USER_PASSWORD"
       printf '%s=%q\n' HOOPGATE_MAILDIR "$SMTP_MAILDIR"
       printf '%s=%q\n' HOOPGATE_LDAP_URL "$LDAP_URL"
+      printf '%s=%q\n' HOOPGATE_SSH_HOST 127.0.0.1
+      printf '%s=%q\n' HOOPGATE_SSH_PORT "$GW_SSH_PORT"
+      printf '%s=%q\n' HOOPGATE_SSH_USER box
+      printf '%s=%q\n' HOOPGATE_SSH_CERT_CMD "$VENV/bin/hoopgate --config $DEMO/hoopgate.yaml ssh-cert --token-env HOOPGATE_DEMO_TOKEN --public-key"
+      printf '%s=%q\n' HOOPGATE_SSH_DIRECT_HOST "$SSH_HOST"
+      printf '%s=%q\n' HOOPGATE_SSH_DIRECT_PORT "$SSH_PORT"
+      printf '%s=%q\n' HOOPGATE_SSH_DIRECT_USER "$SSH_USER"
+      printf '%s=%q\n' HOOPGATE_SSH_DIRECT_KEY "$SSH_CLIENT_KEY"
     } > "$DEMO/env.tmp"
   )
   mv "$DEMO/env.tmp" "$DEMO/env"
+  printf '[127.0.0.1]:%s %s\n' "$GW_SSH_PORT" "$(cut -d' ' -f1,2 "$DEMO/ssh_host_ed25519.pub")" \
+    > "$DEMO/ssh_known_hosts"
 }
 
 print_usage() {
@@ -306,6 +354,11 @@ Just-in-time approval (a DELETE on customers waits for one of $HOOPGATE_APPROVER
   .venv/bin/hoopgate -c "$HOOPGATE_CONFIG" approvals list
   .venv/bin/hoopgate -c "$HOOPGATE_CONFIG" approvals approve REQUEST --user alice --reason 'ticket 7'  # or deny
   # the approver password is $HOOPGATE_APPROVER_PASSWORD (directory $HOOPGATE_LDAP_URL)
+
+SSH: a 10-minute certificate from the gateway's CA for your key, then stock OpenSSH:
+  ssh-keygen -q -t ed25519 -N '' -f demo/id_demo && $HOOPGATE_SSH_CERT_CMD demo/id_demo.pub
+  ssh -i demo/id_demo -o CertificateFile=demo/id_demo-cert.pub -o UserKnownHostsFile=demo/ssh_known_hosts -p "$HOOPGATE_SSH_PORT" -l "$HOOPGATE_SSH_USER" "$HOOPGATE_SSH_HOST" 'id -un; hostname'
+  ssh -i "$HOOPGATE_SSH_DIRECT_KEY" -o UserKnownHostsFile=demo/run/ssh/known_hosts -p "$HOOPGATE_SSH_DIRECT_PORT" -l "$HOOPGATE_SSH_DIRECT_USER" "$HOOPGATE_SSH_DIRECT_HOST" id -un   # direct
 
 Gateway log: demo/hoopgate.log   recordings: demo/recordings/   config: demo/hoopgate.yaml
 Press Ctrl-C to stop everything.
