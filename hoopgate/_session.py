@@ -19,6 +19,7 @@ from hoopgate._config import Config, Credential, TargetConfig
 from hoopgate._events import Event, SessionClosed
 from hoopgate._identity import Identity
 from hoopgate._interfaces import ISessionHandle
+from hoopgate._masking import DETECTORS, Redact, mask_text
 from hoopgate._policy import AccessRule
 from hoopgate._verdicts import DenyReason, Verdict
 
@@ -154,6 +155,15 @@ class Session:
         Record an event that needs no decision.
         """
         self._chain.observe(event, self.context)
+
+    def mask_text(self, text: str) -> str:
+        """
+        Mask free text a plugin is about to write down (terminal output
+        for a recording): what the built-in detectors find (e-mail
+        addresses, card numbers, IBANs, tokens, keys, ...) is redacted.
+        """
+        masked, _ = mask_text(text, DETECTORS.values(), Redact())
+        return masked
 
     def close(
         self, reason: str, bytes_from_client: int = 0, bytes_to_client: int = 0

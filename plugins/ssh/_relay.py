@@ -10,7 +10,8 @@ becomes:
     a refusal answers on the channel itself (a message on stderr, exit
     status 1, close); C{subsystem sftp} passes as L{SubsystemRequested}
     and its traffic is watched for the record; C{env} passes only for
-    names the target allows; terminals, resizes and signals pass.
+    names the target allows; terminals (their output recorded as an
+    asciicast, masked), resizes and signals pass.
   - C{direct-tcpip} channels are opened as channels of the target's
     connection, so the target, never the gateway, connects; only to
     destinations the target's C{forward_to} lists and the chain allows,
@@ -31,6 +32,7 @@ test-case-name: tests.unit.ssh.test_relay
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from twisted.logger import Logger
@@ -47,6 +49,7 @@ from hoopgate.plugin import (
 )
 from hoopgate_plugins.ssh import _codec as c
 from hoopgate_plugins.ssh import _errors
+from hoopgate_plugins.ssh._cast import TerminalCast
 from hoopgate_plugins.ssh._certs import Permissions
 from hoopgate_plugins.ssh._channels import (
     MAX_PACKET,
@@ -132,6 +135,7 @@ class Pair:
         command_id: The command, shell or subsystem running on it.
         forward: The forward it carries, if any.
         sftp: The SFTP watcher, for an C{sftp} subsystem.
+        cast: The terminal recording, once a terminal was granted.
         bytes_up: Data bytes passed toward the target.
         bytes_down: Data bytes passed toward the client.
     """
@@ -147,6 +151,7 @@ class Pair:
         self.started = False
         self.forward: ForwardRequested | None = None
         self.sftp: SftpWatcher | None = None
+        self.cast: TerminalCast | None = None
         self.bytes_up = 0
         self.bytes_down = 0
 
@@ -161,6 +166,8 @@ class Pair:
 
     def _sent_down(self, item: Data) -> None:
         self.bytes_down += len(item.chunk)
+        if self.cast is not None:
+            self.cast.output(item.chunk)
         if self.sftp is not None and not item.kind:
             self.sftp.from_server(item.chunk)
 
@@ -170,6 +177,9 @@ class Pair:
 
 
 _Handler = Callable[["Relay", bytes], None]
+
+#: Starts a terminal's recording: channel reference and terminal in.
+CastFactory = Callable[[str, c.Pty], TerminalCast | None]
 
 
 class Relay:
@@ -185,6 +195,8 @@ class Relay:
             left, so the client's connection can end.
         permissions: What the client's certificate grants (terminals,
             forwards); everything for a token login.
+        casts: Starts the recording of a granted terminal (channel
+            reference and terminal); C{None} records none.
     """
 
     _log = Logger()
@@ -198,10 +210,12 @@ class Relay:
         on_idle: Callable[[], None],
         *,
         permissions: Permissions | None = None,
+        casts: CastFactory | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self.permissions = permissions or Permissions()
+        self._casts = casts
         self.client = client
         self.upstream = upstream
         self._on_idle = on_idle
@@ -338,6 +352,9 @@ class Relay:
             )
         if pair.sftp is not None:
             pair.sftp.finish()
+        if pair.cast is not None:
+            cast, pair.cast = pair.cast, None
+            cast.close()
 
     def _check_idle(self) -> None:
         if self.upstream_gone and not self._by_client:
@@ -640,6 +657,8 @@ class Relay:
         elif name == "env":
             self._on_env(pair, request, slot)
         elif name in _PASSED_FROM_CLIENT:
+            if name == "window-change" and pair.cast is not None:
+                pair.cast.resize(*c.parse_window_change(request.data))
             pair.up.push(Request(name, request.data, slot))
         elif name in _REFUSED_REQUESTS:
             self._log.warn(
@@ -745,8 +764,6 @@ class Relay:
     def _on_pty(
         self, pair: Pair, request: c.ChannelRequest, slot: ReplySlot | None
     ) -> None:
-        # FIXME(#6): terminal output is not recorded as asciicast yet; it
-        # must pass masking first, which plugins cannot reach.
         pty = c.parse_pty(request.data)
         if not self.permissions.pty:
             self._log.warn(
@@ -767,6 +784,10 @@ class Relay:
                 rows=pty.rows,
             )
         )
+        if self._casts is not None and pair.cast is None:
+            pair.cast = self._casts(pair.ref, pty)
+            if pair.cast is not None:
+                self._notice("asciicast", Path(pair.cast.path).name)
         pair.up.push(Request(request.name, request.data, slot))
 
     def _on_env(
@@ -864,4 +885,4 @@ _UPSTREAM_HANDLERS: dict[int, _Handler] = {
 }
 
 
-__all__ = ["Judge", "Pair", "Relay"]
+__all__ = ["CastFactory", "Judge", "Pair", "Relay"]

@@ -20,6 +20,7 @@ test-case-name: tests.integration.test_ssh_relay
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.conch.interfaces import IConchUser
@@ -46,6 +47,7 @@ from hoopgate.plugin import (
 from hoopgate_plugins.ssh import _codec as c
 from hoopgate_plugins.ssh import _errors
 from hoopgate_plugins.ssh._auth import ClientAuth, Login
+from hoopgate_plugins.ssh._cast import TerminalCast
 from hoopgate_plugins.ssh._certs import Certified, Permissions
 from hoopgate_plugins.ssh._legs import (
     ConnectionLeg,
@@ -340,7 +342,35 @@ class ClientTransport(SSHServerTransport):
             upstream_leg,
             self._idle,
             permissions=self.permissions,
+            casts=self._cast_for,
         )
+
+    def _cast_for(self, channel: str, pty: c.Pty) -> TerminalCast | None:
+        """
+        Start the asciicast of a terminal beside the session's recording.
+        """
+        session = self.session
+        assert session is not None
+        folder = Path(session.config.gateway.recordings)
+        path = folder / f"{session.id}.{channel}.cast"
+        try:
+            return TerminalCast.create(
+                path,
+                session.mask_text,
+                term=pty.term,
+                columns=pty.columns,
+                rows=pty.rows,
+                started=self.reactor.seconds(),
+            )
+        except OSError as e:
+            self._log.error(
+                "SSH session {session_id}: cannot record the terminal in "
+                "{path}: {error}",
+                session_id=session.id,
+                path=str(path),
+                error=e.strerror,
+            )
+            return None
 
     def _upstream_ready(self, leg: ConnectionLeg) -> None:
         session, upstream = self.session, self._upstream

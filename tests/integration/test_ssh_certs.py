@@ -198,6 +198,42 @@ class TestOpenSSH:
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(b"/dev/pts/")
 
+    def test_pty_asciicast(self, ssh_cert_gateway: SshGateway) -> None:
+        """
+        A terminal's output is recorded as an asciicast v2 beside the
+        session's recording, masked; the client gets it as sent.
+        """
+        gw = ssh_cert_gateway
+        key = gw.new_key("cast")
+        token = gw.gateway.token()
+        _issue(gw, key, token)
+        card = "4111 1111 1111 1111"
+
+        result = gw.certified(key).ssh(
+            "box", f"printf 'pan {card} ok\\n'; tty", flags=["-tt"]
+        )
+
+        assert result.returncode == 0, result.stderr
+        assert f"pan {card} ok".encode() in result.stdout
+        session_id = gw.gateway.session_of(token)
+        notice = wait_for(
+            lambda: [
+                line
+                for line in gw.gateway.recording_lines(session_id)
+                if line["event"] == "notice" and line["kind"] == "asciicast"
+            ],
+            10,
+            "the asciicast notice",
+        )[0]
+        path = gw.gateway.recordings / notice["detail"]
+        wait_for(lambda: "/dev/pts/" in path.read_text(), 10, "the recorded output")
+        header, *events = [json.loads(x) for x in path.read_text().splitlines()]
+        assert header["version"] == 2
+        assert (header["width"], header["height"]) > (0, 0)
+        output = "".join(e[2] for e in events if e[1] == "o")
+        assert "pan [masked] ok" in output
+        assert "4111" not in path.read_text()
+
     def test_no_permit_pty(self, ssh_cert_gateway: SshGateway) -> None:
         """
         A certificate without permit-pty gets no terminal (the refusal is
