@@ -135,6 +135,29 @@ _PASSWORD = re.compile(r"password", re.IGNORECASE)
 _REDACTED = Parameter("[redacted]")
 
 
+_READING_EFFECTS = frozenset({"session", "unknown"})
+_SETTINGS_IN_FLIGHT = (
+    "an earlier statement of the batch may change how the server reads text"
+)
+_READING_COMMANDS = frozenset({"SET", "RESET", "DISCARD"})
+
+
+def _changes_reading(event: StatementReceived) -> bool:
+    """
+    Whether running a statement may change how the server reads the
+    text that follows it (a SET, a DO block, a function of unknown
+    effect, text the classifier could not read).
+    """
+    if not event.classified:
+        return True
+    return any(
+        part.effect in _READING_EFFECTS
+        or part.command in _READING_COMMANDS
+        or part.problem
+        for part in event.parts
+    )
+
+
 def _sets_password(text: str) -> bool:
     """
     Whether a statement may carry a password in its parameters
@@ -294,6 +317,10 @@ class ClientConnection(protocol.Protocol):
         self._tracker = ResponseTracker()
         self._statements: dict[str, tuple[str, bool]] = {}
         self._refused: dict[str, bytes] = {}
+        self._fencing: set[str] = set()
+        self._fenced = False
+        self._fence_at_sync = False
+        self._fence_lifted = False
         self._portals: dict[str, str] = {}
         self._encoding = "utf-8"
         self._server_encoding_name = "UTF8"
@@ -645,7 +672,15 @@ class ClientConnection(protocol.Protocol):
         # FIXME(#4): a SET search_path or SET ROLE in an earlier query
         # string is not carried into later ones; names are resolved
         # against the default search path of the session's user.
-        return tuple(c.to_part() for c in classify(text, self._sql_state))
+        parts = tuple(c.to_part() for c in classify(text, self._sql_state))
+        if self._fence_at_sync:
+            # An earlier Execute of this batch may change how the server
+            # reads this text, and the server reports the new settings
+            # only at the batch's end: the gateway cannot be sure.
+            return tuple(
+                attrs.evolve(part, problem=_SETTINGS_IN_FLIGHT) for part in parts
+            )
+        return parts
 
     # -- ISessionHandle ----------------------------------------------------
 
@@ -670,7 +705,7 @@ class ClientConnection(protocol.Protocol):
         assert self.server is not None
         out: list[bytes] = []
         reader = self._reader
-        while not self._held and self._state == "relay":
+        while not self._held and not self._fenced and self._state == "relay":
             frame = reader.next_frame()
             if frame is None:
                 break
@@ -688,6 +723,19 @@ class ClientConnection(protocol.Protocol):
 
     def _now(self) -> float:
         return float(self._gateway.reactor.seconds())
+
+    def _fence(self) -> None:
+        """
+        Relay nothing more from the client until the target has answered
+        everything sent so far: a statement that may change how the
+        server reads text (client_encoding, standard_conforming_strings)
+        is on its way, and what follows must be classified with the
+        settings the server will then report, not the ones it reported
+        before.
+        """
+        self._fenced = True
+        if self._gate is not None:
+            self._gate.pause("fence")
 
     def _judge(
         self, event: StatementReceived, frame: pg.Frame, out: list[bytes]
@@ -774,6 +822,8 @@ class ClientConnection(protocol.Protocol):
             return
         self._tracker.query(event.statement_id, now)
         out.append(frame.raw)
+        if _changes_reading(event):
+            self._fence()
 
     def _on_parse(self, frame: pg.Frame, out: list[bytes]) -> None:
         assert self.session is not None
@@ -812,6 +862,10 @@ class ClientConnection(protocol.Protocol):
             return
         self._refused.pop(name, None)
         self._statements[name] = (event.statement_id, _sets_password(event.text))
+        if _changes_reading(event):
+            self._fencing.add(event.statement_id)
+        else:
+            self._fencing.discard(event.statement_id)
         self._note_copies(event)
         out.append(frame.raw)
 
@@ -859,7 +913,8 @@ class ClientConnection(protocol.Protocol):
         """
         assert self.session is not None
         self._portals[portal] = ""
-        self._tracker.denied(self.session.next_id(), self._now(), error)
+        # Not a statement of its own: its outcome is the refused Parse's.
+        self._tracker.denied("", self._now(), error)
         out.append(pg.parse(statement, _REFUSED_SQL, (), encoding=self._encoding))
 
     def _on_execute(self, frame: pg.Frame, out: list[bytes]) -> None:
@@ -870,6 +925,8 @@ class ClientConnection(protocol.Protocol):
             self._violation(f"Execute of portal {portal!r} the gateway never saw")
             return
         self._tracker.execute(statement_id, self._now())
+        if statement_id in self._fencing:
+            self._fence_at_sync = True
         if self._describes is not None:
             # The answer carries the formats the Bind asked for; the rows
             # that follow are masked by the plan made from it.
@@ -902,8 +959,10 @@ class ClientConnection(protocol.Protocol):
         self._tracker.sync()
         if self._describes is not None:
             self._describes.sync()
-        self._portals.pop("", None)
         out.append(frame.raw)
+        if self._fence_at_sync:
+            self._fence_at_sync = False
+            self._fence()
 
     def _on_copy_end(self, frame: pg.Frame, out: list[bytes]) -> None:
         self._tracker.copy_end()
@@ -990,6 +1049,9 @@ class ClientConnection(protocol.Protocol):
                 # Failed closed: nothing of this batch may follow the error.
                 return
         self._write(out)
+        if self._fence_lifted:
+            self._fence_lifted = False
+            self._relay_client()
 
     def _passing(self) -> frozenset[int]:
         sampling = self._record_rows > 0 and (
@@ -1036,6 +1098,14 @@ class ClientConnection(protocol.Protocol):
             if self._describes is not None:
                 self._describes.on_ready()
             self._finished(self._tracker.on_ready(self._now()))
+            if self._status == pg.TransactionStatus.IDLE:
+                # Portals, the unnamed one too, last to the transaction's end.
+                self._portals.clear()
+            if self._fenced and not len(self._tracker):
+                self._fenced = False
+                self._fence_lifted = True
+                if self._gate is not None:
+                    self._gate.resume("fence")
             return frame.raw
         if kind == B.PORTAL_SUSPENDED:
             self._end_result(None)
@@ -1395,6 +1465,10 @@ class ClientConnection(protocol.Protocol):
         if session is None:
             return
         for outcome in outcomes:
+            if not outcome.statement_id:
+                # Stand-ins for refused statements; their Parse's outcome
+                # was recorded.
+                continue
             session.observe(
                 StatementCompleted(
                     session_id=session.id,

@@ -344,6 +344,11 @@ class Classification:
         shapes: Its risky forms.
         reason: Why the effect is C{unknown}, if it is.
         parse_error: The parser's message, if it rejected the text.
+        uncertain: Whether the gateway could not be sure how the server
+            reads the text at all (parse errors, encodings, string
+            settings, depth), rather than knowing the statement and its
+            effect being unknown (a DO block, a function off the
+            allow-list): only the first is a problem policy must refuse.
         columns: Column names it refers to (C{*}: a star or whole row).
             For COPY TO of a table: its column list, in order, or C{*}.
         derived_columns: Those used other than as plain output columns.
@@ -360,6 +365,7 @@ class Classification:
     shapes: frozenset[Shape] = frozenset()
     reason: str | None = None
     parse_error: str | None = None
+    uncertain: bool = False
     columns: frozenset[str] | tuple[str, ...] = frozenset()
     derived_columns: frozenset[str] = frozenset()
     stream_format: str = ""
@@ -368,9 +374,11 @@ class Classification:
         """
         This classification as the statement event carries it.
         """
-        problem = self.reason or ""
-        if self.parse_error:
-            problem = f"{problem}: {self.parse_error}"
+        problem = ""
+        if self.uncertain:
+            problem = self.reason or "the text could not be read"
+            if self.parse_error:
+                problem = f"{problem}: {self.parse_error}"
         return StatementPart(
             text=self.text,
             command=self.command,
@@ -453,6 +461,7 @@ def _unknown(text: str, reason: str, parse_error: str | None = None) -> Classifi
         effect=Effect.UNKNOWN,
         reason=reason,
         parse_error=parse_error,
+        uncertain=True,
     )
 
 
@@ -916,7 +925,10 @@ class _Walk:
         Whether a function, operator or type name is a trusted built-in.
         """
         # FIXME(#4): names are trusted without the catalog: an overload
-        # in a schema on the search path, or t.f calling f(t), is missed.
+        # in a schema on the search path, or t.f calling f(t), is missed;
+        # so are the functions a CREATE TRIGGER or CREATE OPERATOR binds
+        # (classified as plain DDL) and the tables behind a view a write
+        # names.  Policies for restricted identities should deny DDL.
         if len(names) == 2 and names[0] == "pg_catalog":
             return names[1] in allowed
         if len(names) == 1:
