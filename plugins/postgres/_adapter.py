@@ -1142,7 +1142,10 @@ class ClientConnection(protocol.Protocol):
         if session.wants(ResultDescribed):
             self._describes = DescribeQueue()
         masking = session.config.policy.masking
-        self._record_rows = masking.record_rows
+        applying = masking.for_session(session.identity, session.target.name)
+        # Rows reach a recording only through masking: a session that no
+        # enforce rule masks records totals, never rows.
+        self._record_rows = masking.record_rows if applying.of_mode(True) else 0
         self._record_bytes = masking.record_bytes
 
     def _catalog(self) -> Catalog:
