@@ -1904,10 +1904,11 @@ def session_rule(
     return None
 
 
-def admin_base_url(listen: str) -> str:
+def admin_base_url(listen: str, tls: bool = False) -> str:
     """
     The URL of an admin listener from its endpoint string
-    (C{tcp:8091:interface=127.0.0.1} is C{http://127.0.0.1:8091}).
+    (C{tcp:8091:interface=127.0.0.1} is C{http://127.0.0.1:8091}), with
+    C{https} when it speaks TLS.
     """
     pieces = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", listen)]
     port = pieces[1] if len(pieces) > 1 else "8091"
@@ -1917,7 +1918,8 @@ def admin_base_url(listen: str) -> str:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 _DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*")

@@ -285,7 +285,9 @@ class Gateway:
             self.store,
             settings,
             self.recorder.observe,
-            admin_url=admin_base_url(config.gateway.admin_listen),
+            admin_url=admin_base_url(
+                config.gateway.admin_listen, tls=config.gateway.admin_tls is not None
+            ),
         )
 
     def _add_approvals(

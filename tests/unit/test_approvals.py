@@ -466,6 +466,7 @@ class TestText:
         """
         assert admin_base_url("tcp:8091:interface=127.0.0.1") == "http://127.0.0.1:8091"
         assert admin_base_url("tcp:9000") == "http://127.0.0.1:9000"
+        assert admin_base_url("tcp:9000", tls=True) == "https://127.0.0.1:9000"
         assert admin_base_url(r"tcp:9000:interface=\:\:1") == "http://[::1]:9000"
 
 
