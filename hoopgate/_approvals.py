@@ -1117,9 +1117,10 @@ class ApprovalService:
         """
         Hold C{event} until its request is decided.
         """
-        # FIXME(#5): a hold inside an open transaction is bounded only by
-        # the rule's timeout, not by the target's idle-in-transaction
-        # limit: the chain's events do not say whether one is open.
+        # A hold inside an open transaction is also bounded by the
+        # protocol plugin, which knows whether one is open (PostgreSQL:
+        # the target's hold_in_transaction), through the same withdrawal
+        # a cancel makes.
         request_id = new_request_id()
         waiter = _Waiter(request_id, rule, event, context)
         self._waiters[request_id] = waiter

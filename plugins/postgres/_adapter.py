@@ -339,6 +339,7 @@ class ClientConnection(protocol.Protocol):
         self._copies_seen: dict[str, int] = {}
         self._waiting = False
         self._login_timer: IDelayedCall | None = None
+        self._cancel_key = b""
         self._server_reader: pg.BackendReader | None = None
         self._held = False
         self._bytes_in = 0
@@ -625,7 +626,8 @@ class ClientConnection(protocol.Protocol):
         )
         pid = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
         secret = os.urandom(4)
-        self._gateway.register_cancel_key(self.session, struct.pack(">i", pid) + secret)
+        self._cancel_key = struct.pack(">i", pid) + secret
+        self._gateway.register_cancel_key(self.session, self._cancel_key)
         self.send(greeting)
         self.send(pg.backend_key_data(pid, secret))
         self.send(pg.ready_for_query(pg.TransactionStatus.IDLE))
@@ -755,8 +757,11 @@ class ClientConnection(protocol.Protocol):
         if out and self.server is not None:
             self.server.write(b"".join(out))
             out.clear()
+        bound = self._bound_hold()
 
         def decided(final: Verdict) -> None:
+            if bound is not None and bound.active():
+                bound.cancel()
             self._held = False
             assert self._gate is not None
             self._gate.resume("verdict")
@@ -774,6 +779,31 @@ class ClientConnection(protocol.Protocol):
 
         verdict.decision.addCallbacks(decided, failed)
         return None
+
+    def _bound_hold(self) -> IDelayedCall | None:
+        """
+        Inside an open transaction, a held statement may wait only as long
+        as the target keeps an idle transaction (the target's
+        C{hold_in_transaction}): then its request is withdrawn, as a
+        cancel would, and the client hears so while its transaction is
+        still alive.
+        """
+        if self._status == pg.TransactionStatus.IDLE or self.session is None:
+            return None
+        limit = target_settings(self.session).hold_in_transaction
+        key = self._cancel_key
+
+        def withdraw() -> None:
+            if self._held and key:
+                self._log.info(
+                    "Held statement of session {session_id} withdrawn: its "
+                    "transaction would outlast {limit:g} s",
+                    session_id=self.session.id if self.session else "?",
+                    limit=limit,
+                )
+                self._gateway.cancel("postgres", key)
+
+        return self._gateway.reactor.callLater(limit, withdraw)  # type: ignore[no-any-return]
 
     def _apply(
         self,

@@ -53,6 +53,7 @@ class PostgresPlugin:
             database=reader.string("database"),
             allowed_options=frozenset(n.lower() for n in allowed),
             connect_timeout=reader.duration("connect_timeout", 10.0),
+            hold_in_transaction=reader.duration("hold_in_transaction", 30.0),
         )
 
     def classify(self, text: str) -> tuple[StatementPart, ...]:

@@ -37,11 +37,15 @@ class TargetSettings:
             startup C{options} (C{-c search_path=...}); others are
             dropped and the drop is recorded.
         connect_timeout: Seconds to wait for the target's TCP connect.
+        hold_in_transaction: The longest a statement may wait for an
+            approval inside an open transaction; keep it below the
+            target's C{idle_in_transaction_session_timeout}.
     """
 
     database: str
     allowed_options: frozenset[str]
     connect_timeout: float
+    hold_in_transaction: float = 30.0
 
 
 def listener_settings(listener: ListenerConfig) -> ListenerSettings:
