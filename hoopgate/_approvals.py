@@ -227,9 +227,11 @@ def fingerprint(event: Event) -> str:
     statements, and the normalised text.
     """
     if isinstance(event, StatementReceived):
-        # FIXME(#5): an extended-protocol statement is approved on its
-        # Parse text; parameters bound later (StatementBound) are neither
-        # shown to approvers nor part of a grant's fingerprint.
+        # FIXME(#5): an extended-protocol statement is judged on its Parse
+        # text; parameters bound later (StatementBound) are neither shown
+        # to approvers nor part of a grant, so statements with parameter
+        # placeholders are refused (ApprovalInterceptor) rather than
+        # approved blind.
         kind, text = f"statement:{event.path}", normalise_statement(event.text)
     elif isinstance(event, CommandReceived):
         kind, text = "command", normalise_command(event.command)
@@ -866,6 +868,22 @@ def _pending_grant_key(target: str, subject: str, print_: str) -> str:
 
 def _access_key(target: str, subject: str) -> str:
     return f"approval:access:{_digest(target, subject)}"
+
+
+_PLACEHOLDER = re.compile(r"\$[0-9]+")
+
+
+def _binds_later(event: Event) -> bool:
+    """
+    Whether a statement's values come after it is judged (an extended
+    protocol Parse with C{$1}-style placeholders): an approver would see
+    neither them nor what a grant allows.
+    """
+    return (
+        isinstance(event, StatementReceived)
+        and event.path == "extended"
+        and _PLACEHOLDER.search(event.text) is not None
+    )
 
 
 def _deny(code: str, message: str, detail: str, rule: str) -> Deny:
@@ -1873,6 +1891,15 @@ class ApprovalInterceptor:
                 session_id=context.session_id,
                 reasons=reasons,
             )
+            if _binds_later(event):
+                return _deny(
+                    "parameters",
+                    "approval needs the statement's values: send it with "
+                    "literals instead of bound parameters",
+                    f"rule {rule.name} matched a statement whose parameters "
+                    "are bound after it is judged",
+                    rule.name,
+                )
             if rule.mode == "hold":
                 return self._service.hold(rule, event, context)
             return self._service.use_grant(rule, event, context)

@@ -913,3 +913,25 @@ class TestChain:
 
         assert isinstance(passed, Allow)
         assert len(final) == 1 and isinstance(final[0], Allow)
+
+    def test_bound_parameters_refused(self, fx: Fixture) -> None:
+        """
+        An extended-protocol statement whose values are bound after it is
+        judged is refused, not held: an approver would see placeholders
+        and a grant would cover every value.  The same statement with
+        literals, or sent as a simple query, is held.
+        """
+        interceptor = ApprovalInterceptor(fx.service, [rule()], lambda s, u: None)
+        text = "delete from customers where id = $1"
+        bound = attrs.evolve(delete(text), path="extended")
+
+        refused = interceptor.decide(bound, fx.context)
+        held = interceptor.decide(attrs.evolve(delete(), path="extended"), fx.context)
+
+        assert isinstance(refused, Deny)
+        assert (refused.reason.code, refused.reason.rule) == (
+            "approval.parameters",
+            "deletes",
+        )
+        assert "literals" in refused.reason.message
+        assert isinstance(held, Hold)
