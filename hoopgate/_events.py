@@ -438,6 +438,68 @@ class CommandReceived(Event):
 
 
 @frozen(kw_only=True)
+class FileOperationRequested(Event):
+    """
+    A client asks to act on a file or directory of the target (an SFTP
+    request: open, remove, rename, mkdir, list, ...).
+
+    Fires once per request, before the target sees it; a refusal answers
+    that request alone (SFTP: permission denied) and the session goes on.
+    Data moved through a granted open file is not decided again.
+
+    Attributes:
+        operation_id: Gateway-unique id.
+        operations: What the request does, in policy's words: C{read},
+            C{write}, C{remove}, C{rename}, C{mkdir}, C{rmdir},
+            C{setstat}, C{symlink}, C{link}, C{list}, C{stat}.  An open
+            for reading and writing does both.
+        path: The path the request names, as the client sent it.
+        target_path: The second path (rename, symlink, link), if any.
+        command_id: The command or subsystem it runs under.
+        channel: The protocol's channel reference.
+    """
+
+    name: ClassVar[str] = "file.requested"
+
+    operation_id: str
+    operations: tuple[str, ...]
+    path: str
+    target_path: str = ""
+    command_id: str = ""
+    channel: str = ""
+
+
+@frozen(kw_only=True)
+class ForwardRequested(Event):
+    """
+    A client asks for a connection to a network destination through the
+    target (SSH C{direct-tcpip}: C{ssh -L}, C{ssh -W}).
+
+    Fires before anything is opened; a refusal means the target never
+    sees the request (SSH: "administratively prohibited").
+
+    Attributes:
+        forward_id: Gateway-unique id, shared with what records its end.
+        host: The destination host (a name or an address) as the client
+            named it.
+        port: Its port.
+        channel: The protocol's channel reference, once known.
+        originator: The address the client says the connection came
+            from.
+        originator_port: Its port.
+    """
+
+    name: ClassVar[str] = "forward.requested"
+
+    forward_id: str
+    host: str
+    port: int
+    channel: str = ""
+    originator: str = ""
+    originator_port: int = 0
+
+
+@frozen(kw_only=True)
 class HttpRequestReceived(Event):
     """
     A client sent an HTTP request.

@@ -13,7 +13,11 @@ conditions for each kind of event:
   - command lines (L{CommandReceived}): C{command_lines} (globs),
     C{command_patterns} (regular expressions), C{shell};
   - HTTP requests (L{HttpRequestReceived}): C{methods}, C{paths}
-    (globs), C{requests} (C{"METHOD /path/glob"}).
+    (globs), C{requests} (C{"METHOD /path/glob"});
+  - file operations (L{FileOperationRequested}, SFTP): C{file_paths}
+    (globs) and C{file_operations}, which together are one condition;
+  - forwards (L{ForwardRequested}): C{destinations} (C{host:port}, the
+    host a name glob or an address range).
 
 Conditions for one kind say nothing about events of another kind.  Every
 rule that applies to the session is evaluated; the event is refused when
@@ -29,6 +33,7 @@ test-case-name: tests.unit.test_guardrails
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -45,6 +50,8 @@ from hoopgate._configreader import ConfigError, ConfigReader
 from hoopgate._events import (
     CommandReceived,
     Event,
+    FileOperationRequested,
+    ForwardRequested,
     HttpRequestReceived,
     StatementPart,
     StatementReceived,
@@ -80,6 +87,23 @@ SHAPES: Final = frozenset(
     }
 )
 
+#: What a file operation may be (L{FileOperationRequested.operations}).
+FILE_OPERATIONS: Final = frozenset(
+    {
+        "read",
+        "write",
+        "remove",
+        "rename",
+        "mkdir",
+        "rmdir",
+        "setstat",
+        "symlink",
+        "link",
+        "list",
+        "stat",
+    }
+)
+
 #: The most reasons one rule reports about one event.
 MAX_REASONS: Final = 10
 
@@ -88,6 +112,9 @@ _T = TypeVar("_T")
 _PLAIN_NAME: Final = re.compile(r"[a-z_][a-z0-9_$]*")
 _COMMAND_WORDS: Final = re.compile(r"[A-Za-z_]+(?: [A-Za-z_]+)*")
 _METHOD: Final = re.compile(r"[A-Za-z]+")
+_HOST_LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
+_NUMERIC_LABEL: Final = re.compile(r"0x[0-9a-f]*|[0-9]+")
+_HOST_GLOB: Final = re.compile(r"[a-z0-9_.*?-]+")
 
 # What a wildcard of a command-line glob never matches: the characters
 # with which a shell ends a command, starts another, substitutes one or
@@ -383,6 +410,142 @@ class RequestPattern:
         return self.method in ("*", method) and self.path.matches(path)
 
 
+def file_path(raw: str) -> str:
+    """
+    Why a file path a client sent may name something other than what
+    rules see, or C{""}: paths are judged as sent, so only absolute ones
+    without dot or empty segments can be matched for sure.
+    """
+    if "\x00" in raw:
+        return "it holds NUL"
+    if not raw.startswith("/"):
+        return "it is not absolute"
+    segments = raw.split("/")[1:]
+    if "." in segments or ".." in segments:
+        return "it has dot segments"
+    if "" in segments[:-1]:
+        return "it has an empty segment"
+    return ""
+
+
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(host: str) -> _Address | None:
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def destination_host(raw: str) -> tuple[str | _Address, str]:
+    """
+    A forward's host as rules match it: an address, or a name in lower
+    case without a trailing dot.
+
+    Returns:
+        The host, and why the target might resolve it other than rules
+        read it (empty when it would not): numbers that are not a plain
+        address (C{127.1}, C{0x7f000001}), characters no host name has.
+    """
+    address = _address(raw)
+    if address is not None:
+        return address, ""
+
+    name = raw.lower().removesuffix(".")
+    labels = name.split(".")
+    if all(_NUMERIC_LABEL.fullmatch(label) for label in labels):
+        return name, "it may be read as an address"
+    if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return name, "it is not a host name"
+    return name, ""
+
+
+@frozen
+class DestinationPattern:
+    """
+    A forward destination in a rule: C{HOST:PORT}.
+
+    HOST is a glob (C{*.internal}, C{10.1.2.*}; case-insensitive; C{*}
+    within one label, and C{*} alone any host), an address or an address
+    range (C{10.0.0.0/8}, C{[fd00::]/8}); PORT a number or C{*}.  A
+    host name may resolve to any address, so it could match every range
+    (what deny conditions ask) and surely matches none (what allow-lists
+    ask).
+
+    Attributes:
+        text: As written.
+        network: The range, for an address pattern.
+        name: The compiled name glob, for a name pattern.
+        port: The port, or C{None} for any.
+    """
+
+    text: str
+    network: _Network | None
+    name: re.Pattern[str] | None = field(eq=False, repr=False)
+    port: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> DestinationPattern:
+        """
+        Read a destination as a rule writes it.
+
+        Raises:
+            ValueError: It is not one; the message says why.
+        """
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{text!r} is not HOST:PORT")
+        port = _port(text, port_text)
+
+        bare = host.removeprefix("[").replace("]", "", 1)
+        try:
+            network = ipaddress.ip_network(bare)
+        except ValueError:
+            network = None
+        if network is not None:
+            return cls(text, network, None, port)
+
+        glob = host.lower()
+        if glob == "*":
+            return cls(text, None, re.compile(".*", re.DOTALL), port)
+        if not _HOST_GLOB.fullmatch(glob):
+            raise ValueError(
+                f"{host!r} in {text!r} is neither a host glob nor an address"
+            )
+        regex = re.compile(_glob(glob, "[^.]*", "[^.]", None))
+        return cls(text, None, regex, port)
+
+    def _host(self, host: str | _Address, surely: bool) -> bool:
+        if self.name is not None:
+            return self.name.fullmatch(str(host)) is not None
+        if isinstance(host, str):
+            return not surely
+        assert self.network is not None
+        return host.version == self.network.version and host in self.network
+
+    def matches(self, host: str | _Address, port: int, *, surely: bool) -> bool:
+        """
+        Whether a forward to C{host} (read by L{destination_host}) and
+        C{port} may be (C{surely} false) or surely is this destination.
+        """
+        if self.port is not None and self.port != port:
+            return False
+        return self._host(host, surely)
+
+
+def _port(text: str, port: str) -> int | None:
+    if port == "*":
+        return None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} has no valid port (a number or *)")
+    return int(port)
+
+
 # Conditions, by kind of event.
 
 
@@ -584,6 +747,111 @@ class HttpConditions:
 
 
 @frozen
+class FileConditions:
+    """
+    Conditions on a file operation; C{None} for a key the rule does not
+    give.  The keys together are one condition: an operation matches
+    when it does one of C{operations} (any, without the key) on a path
+    matching one of C{paths} (any, without the key).
+
+    Attributes:
+        paths: Globs over the paths, as for HTTP paths.
+        operations: Operations (L{FILE_OPERATIONS}).
+    """
+
+    paths: tuple[PathGlob, ...] | None = None
+    operations: frozenset[str] | None = None
+
+    @property
+    def present(self) -> bool:
+        """
+        Whether any key is given.
+        """
+        return self.paths is not None or self.operations is not None
+
+    def _listed(self, operations: Iterable[str]) -> list[str]:
+        allowed = self.operations
+        return [o for o in operations if allowed is None or o in allowed]
+
+    def _glob(self, path: str) -> PathGlob | None:
+        return next((g for g in self.paths or () if g.matches(path)), None)
+
+    def hits(self, operations: Sequence[str], paths: Sequence[str]) -> list[str]:
+        """
+        The reasons to deny an operation doing C{operations} on C{paths}.
+        """
+        listed = self._listed(operations)
+        if not listed:
+            return []
+        what = "/".join(listed)
+        if self.paths is None:
+            return [f"file operation {what}"]
+
+        found = []
+        for path in paths:
+            glob = self._glob(path)
+            if glob is not None:
+                found.append(f"{what} on {path} matches {glob.text!r}")
+        return found
+
+    def misses(self, operations: Sequence[str], paths: Sequence[str]) -> list[str]:
+        """
+        The reasons to deny it under an allow-list.
+        """
+        found = [
+            f"file operation {o} is not allowed"
+            for o in operations
+            if self.operations is not None and o not in self.operations
+        ]
+        if self.paths is not None:
+            found.extend(
+                f"path {p} is not on the allow-list"
+                for p in paths
+                if self._glob(p) is None
+            )
+        return found
+
+
+@frozen
+class ForwardConditions:
+    """
+    Conditions on a forward's destination; C{None} when not given.
+
+    Attributes:
+        destinations: The destinations.
+    """
+
+    destinations: tuple[DestinationPattern, ...] | None = None
+
+    @property
+    def present(self) -> bool:
+        """
+        Whether any key is given.
+        """
+        return self.destinations is not None
+
+    def hits(self, host: str | _Address, port: int, shown: str) -> list[str]:
+        """
+        The reasons to deny a forward to C{host}, C{port}.
+        """
+        return [
+            f"destination {shown} matches {d.text!r}"
+            for d in self.destinations or ()
+            if d.matches(host, port, surely=False)
+        ]
+
+    def misses(self, host: str | _Address, port: int, shown: str) -> list[str]:
+        """
+        The reasons to deny it under an allow-list.
+        """
+        if self.destinations is None or any(
+            d.matches(host, port, surely=True) for d in self.destinations
+        ):
+            return []
+        return [f"destination {shown} is not on the allow-list"]
+
+
+@frozen
 class Conditions:
     """
     A C{deny} or C{allow_only} block: conditions for each kind of event.
@@ -592,11 +860,23 @@ class Conditions:
         statement: On statement parts.
         command: On command lines.
         http: On HTTP requests.
+        file: On file operations.
+        forward: On forwards.
     """
 
     statement: StatementConditions = StatementConditions()
     command: CommandConditions = CommandConditions()
     http: HttpConditions = HttpConditions()
+    file: FileConditions = FileConditions()
+    forward: ForwardConditions = ForwardConditions()
+
+    @property
+    def present(self) -> bool:
+        """
+        Whether the block gives any condition.
+        """
+        kinds = (self.statement, self.command, self.http, self.file, self.forward)
+        return any(kind.present for kind in kinds)
 
 
 # Rules.
@@ -707,6 +987,59 @@ class GuardrailRule:
                 found.extend(block.http.misses(method, path))
             else:
                 found.extend(block.http.hits(method, path))
+        return found
+
+    def judge_file(self, event: FileOperationRequested) -> list[str]:
+        """
+        Why this rule fails a file operation.  A path that cannot be
+        matched for sure (L{file_path}) fails every rule with file
+        conditions.
+        """
+        blocks = [(b, a) for b, a in self._blocks() if b.file.present]
+        if not blocks:
+            return []
+
+        paths = [event.path]
+        if event.target_path:
+            paths.append(event.target_path)
+        for path in paths:
+            problem = file_path(path)
+            if problem:
+                return [f"path {path!r} is ambiguous ({problem})"]
+
+        unknown = [o for o in event.operations if o not in FILE_OPERATIONS]
+        if unknown or not event.operations:
+            return [f"operation {unknown or '(none)'} no rule can name"]
+
+        found = []
+        for block, allowing in blocks:
+            if allowing:
+                found.extend(block.file.misses(event.operations, paths))
+            else:
+                found.extend(block.file.hits(event.operations, paths))
+        return found
+
+    def judge_forward(self, event: ForwardRequested) -> list[str]:
+        """
+        Why this rule fails a forward.  A host the target may read other
+        than rules do (L{destination_host}) fails every rule with
+        destinations.
+        """
+        blocks = [(b, a) for b, a in self._blocks() if b.forward.present]
+        if not blocks:
+            return []
+
+        host, problem = destination_host(event.host)
+        shown = f"{event.host}:{event.port}"
+        if problem:
+            return [f"destination {shown!r} is ambiguous ({problem})"]
+
+        found = []
+        for block, allowing in blocks:
+            if allowing:
+                found.extend(block.forward.misses(host, event.port, shown))
+            else:
+                found.extend(block.forward.hits(host, event.port, shown))
         return found
 
 
@@ -857,6 +1190,12 @@ def _judge(
         path, problem = request_path(event.path)
         return (lambda rule: rule.judge_request(method, path, problem)), ()
 
+    if isinstance(event, FileOperationRequested):
+        return (lambda rule: rule.judge_file(event)), ()
+
+    if isinstance(event, ForwardRequested):
+        return (lambda rule: rule.judge_forward(event)), ()
+
     raise TypeError(f"guardrails cannot judge a {type(event).__name__}")
 
 
@@ -897,6 +1236,8 @@ _MESSAGES: Final = {
     StatementReceived: "statement blocked by policy",
     CommandReceived: "command blocked by policy",
     HttpRequestReceived: "request blocked by policy",
+    FileOperationRequested: "file operation blocked by policy",
+    ForwardRequested: "forward blocked by policy",
 }
 
 
@@ -908,7 +1249,8 @@ def _message(event: Event) -> str:
 
 
 def _event_id(event: Event) -> str:
-    for key in ("statement_id", "command_id", "request_id"):
+    keys = ("statement_id", "operation_id", "forward_id", "command_id", "request_id")
+    for key in keys:
         value = getattr(event, key, None)
         if isinstance(value, str):
             return value
@@ -918,8 +1260,9 @@ def _event_id(event: Event) -> str:
 @implementer(IInterceptor)
 class GuardrailInterceptor:
     """
-    The guardrail stage: refuses statements, commands and requests that
-    an enforce rule fails; notes the dry-run rules that would have.
+    The guardrail stage: refuses statements, commands, requests, file
+    operations and forwards that an enforce rule fails; notes the
+    dry-run rules that would have.
 
     Args:
         rules: The policy's guardrail rules, in file order.
@@ -931,7 +1274,13 @@ class GuardrailInterceptor:
 
     name = "guardrails"
     stage = "guardrails"
-    event_types = (StatementReceived, CommandReceived, HttpRequestReceived)
+    event_types = (
+        StatementReceived,
+        CommandReceived,
+        HttpRequestReceived,
+        FileOperationRequested,
+        ForwardRequested,
+    )
 
     _log = Logger()
 
@@ -1074,6 +1423,21 @@ def _read_http(reader: ConfigReader, allowing: bool) -> HttpConditions:
     )
 
 
+def _read_file(reader: ConfigReader, allowing: bool) -> FileConditions:
+    return FileConditions(
+        paths=_parsed(reader, "file_paths", PathGlob.parse, allowing),
+        operations=_vocabulary(reader, "file_operations", FILE_OPERATIONS, allowing),
+    )
+
+
+def _read_forward(reader: ConfigReader, allowing: bool) -> ForwardConditions:
+    return ForwardConditions(
+        destinations=_parsed(
+            reader, "destinations", DestinationPattern.parse, allowing
+        ),
+    )
+
+
 def _read_conditions(reader: ConfigReader, key: str) -> Conditions | None:
     if not reader.has(key):
         return None
@@ -1084,13 +1448,11 @@ def _read_conditions(reader: ConfigReader, key: str) -> Conditions | None:
         statement=_read_statement(section, allowing),
         command=_read_command(section, allowing),
         http=_read_http(section, allowing),
+        file=_read_file(section, allowing),
+        forward=_read_forward(section, allowing),
     )
     section.done()
-    if not (
-        conditions.statement.present
-        or conditions.command.present
-        or conditions.http.present
-    ):
+    if not conditions.present:
         raise reader.error(key, "lists no condition")
     return conditions
 

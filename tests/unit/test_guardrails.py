@@ -25,6 +25,8 @@ from hoopgate._configreader import ConfigError, ConfigReader, load_yaml
 from hoopgate._events import (
     CommandReceived,
     Event,
+    FileOperationRequested,
+    ForwardRequested,
     HttpRequestReceived,
     Notice,
     StatementPart,
@@ -33,6 +35,7 @@ from hoopgate._events import (
 from hoopgate._gateway import Gateway
 from hoopgate._guardrails import (
     EFFECTS,
+    FILE_OPERATIONS,
     MAX_REASONS,
     SHAPES,
     GuardrailInterceptor,
@@ -1400,6 +1403,8 @@ class InterceptorTests(SynchronousTestCase):
             StatementReceived,
             CommandReceived,
             HttpRequestReceived,
+            FileOperationRequested,
+            ForwardRequested,
         )
 
     def test_other_events_fail_closed(self) -> None:
@@ -1531,3 +1536,219 @@ class VocabularyTests(SynchronousTestCase):
 
         assert {e.value for e in _sql.Effect} == EFFECTS
         assert {s.value for s in _sql.Shape} <= SHAPES
+
+
+def file_operation(
+    *operations: str, path: str, target_path: str = ""
+) -> FileOperationRequested:
+    return FileOperationRequested(
+        session_id=SESSION,
+        protocol="ssh",
+        operation_id=f"{SESSION}.2",
+        operations=operations,
+        path=path,
+        target_path=target_path,
+    )
+
+
+def forward(host: str, port: int) -> ForwardRequested:
+    return ForwardRequested(
+        session_id=SESSION,
+        protocol="ssh",
+        forward_id=f"{SESSION}.3",
+        host=host,
+        port=port,
+    )
+
+
+class FileAndForwardTests(SynchronousTestCase):
+    """
+    C{file_paths}, C{file_operations} and C{destinations} judge
+    L{FileOperationRequested} and L{ForwardRequested}.
+    """
+
+    FILES = """
+    guardrails:
+      - name: protect-etc
+        deny:
+          file_paths: ["/etc/**"]
+          file_operations: [write, remove, rename]
+      - name: uploads-only
+        allow_only:
+          file_paths: ["/srv/**", /tmp]
+    """
+
+    FORWARDS = """
+    guardrails:
+      - name: no-internal
+        deny:
+          destinations: ["10.0.0.0/8:*", "[fd00::]/8:*", "*.corp:22"]
+      - name: known-only
+        allow_only:
+          destinations: ["*.internal:5432", "192.0.2.0/24:*"]
+    """
+
+    def test_file_deny_needs_operation_and_path(self) -> None:
+        """
+        The deny's keys are one condition: a listed operation on a listed
+        path; a listed path read, or a listed operation elsewhere, passes
+        it.
+        """
+        policy = guardrails(
+            "  - name: protect-etc\n"
+            "    deny: {file_paths: [/etc/**], file_operations: [write, remove]}\n"
+        )
+
+        assert denied_by(judged(policy, file_operation("write", path="/etc/x")))
+        assert denied_by(judged(policy, file_operation("remove", path="/etc")))
+        both = file_operation("read", "write", path="/etc/passwd")
+        assert denied_by(judged(policy, both)) == "protect-etc"
+        assert judged(policy, file_operation("read", path="/etc/passwd")) is ALLOW
+        assert judged(policy, file_operation("remove", path="/srv/x")) is ALLOW
+
+    def test_file_reasons(self) -> None:
+        """
+        The detail names the operation, the path and the glob; a rename
+        is judged on both its paths.
+        """
+        event = file_operation("rename", path="/srv/a", target_path="/etc/cron.d/a")
+
+        verdict = judged(self.FILES, event)
+
+        assert isinstance(verdict, Deny)
+        assert verdict.reason.message == "file operation blocked by policy"
+        assert verdict.reason.detail == (
+            "protect-etc: rename on /etc/cron.d/a matches '/etc/**' | "
+            "uploads-only: path /etc/cron.d/a is not on the allow-list"
+        )
+
+    def test_file_allow_list(self) -> None:
+        """
+        Under an allow-list every path must match; operations listed
+        must include every one the request does.
+        """
+        policy = guardrails(
+            "  - name: readers\n"
+            "    allow_only: {file_paths: [/srv/**], file_operations: [read, list]}\n"
+        )
+
+        assert judged(policy, file_operation("read", path="/srv/a/b")) is ALLOW
+        assert judged(policy, file_operation("list", path="/srv")) is ALLOW
+        assert denied_by(judged(policy, file_operation("read", path="/srvx")))
+        rw = file_operation("read", "write", path="/srv/a")
+        verdict = judged(policy, rw)
+        assert isinstance(verdict, Deny)
+        assert verdict.reason.detail == ("readers: file operation write is not allowed")
+
+    def test_ambiguous_paths_fail_file_rules(self) -> None:
+        """
+        Relative paths, dot and empty segments and NUL fail every rule
+        with file conditions, deny-lists included; rules without file
+        conditions say nothing about files.
+        """
+        for path in (
+            "etc/passwd",
+            "/srv/../etc/passwd",
+            "/srv//x",
+            "/srv/./x",
+            "/a\x00",
+        ):
+            event = file_operation("read", path=path)
+            verdict = judged(self.FILES, event)
+            assert isinstance(verdict, Deny), path
+            assert "ambiguous" in verdict.reason.detail, path
+
+        assert judged(NO_DESTRUCTIVE, file_operation("read", path="x")) is ALLOW
+
+    def test_file_operations_vocabulary(self) -> None:
+        """
+        An operation outside the vocabulary is a configuration error
+        naming the key and what is known.
+        """
+        message = refusal(
+            guardrails("  - name: x\n    deny: {file_operations: [delete]}\n")
+        )
+
+        assert "file_operations" in message
+        assert "unknown file_operation 'delete'" in message
+        assert "remove" in message
+        assert "stat" in FILE_OPERATIONS
+
+    def test_file_path_globs_start_with_slash(self) -> None:
+        """
+        A relative file glob is refused when read.
+        """
+        message = refusal(guardrails("  - name: x\n    deny: {file_paths: [etc]}\n"))
+
+        assert "file_paths" in message
+        assert "must start with /" in message
+
+    def test_forward_deny_list(self) -> None:
+        """
+        Ranges match addresses (IPv4-mapped ones too), name globs match
+        names case-insensitively, ports count; a name could resolve into
+        any range, so a deny by range refuses it.
+        """
+        policy = guardrails(
+            "  - name: no-internal\n"
+            "    deny:\n"
+            '      destinations: ["10.0.0.0/8:*", "[fd00::]/8:*", "*.corp:22"]\n'
+        )
+
+        for host, port in (
+            ("10.1.2.3", 80),
+            ("::ffff:10.0.0.1", 22),
+            ("fd00::1", 443),
+            ("Git.CORP.", 22),
+            ("anything.example", 80),
+        ):
+            assert denied_by(judged(policy, forward(host, port))), host
+
+    def test_forward_allow_list(self) -> None:
+        """
+        An allow-list lets through only what surely matches: a name glob
+        for names, a range for addresses.
+        """
+        policy = guardrails(
+            "  - name: known-only\n"
+            "    allow_only:\n"
+            '      destinations: ["*.internal:5432", "192.0.2.0/24:*", "*:7"]\n'
+        )
+
+        assert judged(policy, forward("db.internal", 5432)) is ALLOW
+        assert judged(policy, forward("192.0.2.9", 22)) is ALLOW
+        assert judged(policy, forward("10.0.0.1", 7)) is ALLOW
+        verdict = judged(policy, forward("db.internal", 22))
+        assert isinstance(verdict, Deny)
+        assert verdict.reason.message == "forward blocked by policy"
+        assert verdict.reason.detail == (
+            "known-only: destination db.internal:22 is not on the allow-list"
+        )
+        assert denied_by(judged(policy, forward("a.b.internal", 5432)))
+        assert denied_by(judged(policy, forward("192.0.3.1", 22)))
+
+    def test_ambiguous_hosts_fail_forward_rules(self) -> None:
+        """
+        Numbers a resolver reads as an address, and characters no host
+        name has, fail every rule with destinations.
+        """
+        for host in ("127.1", "2130706433", "0x7f.0.0.1", "a b", "x;y"):
+            verdict = judged(self.FORWARDS, forward(host, 22))
+            assert isinstance(verdict, Deny), host
+            assert "ambiguous" in verdict.reason.detail, host
+
+    def test_bad_destinations(self) -> None:
+        """
+        Destinations without a port, with a bad port or a bad host are
+        refused when read.
+        """
+        for text, expected in (
+            ("db.internal", "is not HOST:PORT"),
+            ("db:99999", "has no valid port"),
+            ("db/x:22", "neither a host glob nor an address"),
+        ):
+            message = refusal(
+                guardrails(f"  - name: x\n    deny: {{destinations: ['{text}']}}\n")
+            )
+            assert "destinations" in message, text
+            assert expected in message, (text, message)
