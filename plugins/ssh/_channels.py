@@ -185,11 +185,13 @@ class End:
 @define(eq=False)
 class Data:
     """
-    Channel data (C{kind} 0) or extended data (C{kind} 1: stderr).
+    Channel data (C{kind} 0) or extended data (C{kind} 1: stderr);
+    C{own} for bytes the gateway wrote itself, which reopen no window.
     """
 
     chunk: bytes
     kind: int = 0
+    own: bool = False
 
 
 @define(eq=False)
@@ -311,7 +313,8 @@ class Pipe:
             else:
                 sink.leg.send(c.MSG_CHANNEL_DATA, c.data(sink.remote_id, part))
         sink.remote_window -= room
-        self.uncredited += room
+        if not item.own:
+            self.uncredited += room
         if self._on_sent is not None:
             self._on_sent(Data(chunk[:room], item.kind))
         if room < len(chunk):
@@ -340,7 +343,7 @@ class Pipe:
         # still owe their senders an answer.
         if isinstance(item, Request) and item.slot is not None:
             item.slot.settle(False)
-        elif isinstance(item, Data):
+        elif isinstance(item, Data) and not item.own:
             self.uncredited += len(item.chunk)
 
     def credit(self) -> None:

@@ -76,6 +76,17 @@ def command_refused(reason: DenyReason, reference: str) -> bytes:
     return f"{text}; reference {reference}\r\n".encode()
 
 
+def file_refused(reason: DenyReason | None, reference: str) -> str:
+    """
+    The message of the permission-denied status a refused SFTP request
+    gets (C{None}: the request was too long to read).
+    """
+    text = reason.message if reason is not None else "request too long"
+    if reason is not None and reason.rule:
+        text = f"{text} (rule {reason.rule})"
+    return f"hoopgate: {text}; reference {reference}"
+
+
 def internal_deny() -> Deny:
     """
     The refusal used when a held verdict failed (fail closed).

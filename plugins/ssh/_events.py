@@ -1,5 +1,8 @@
 """
-Events only SSH has, beside the core's C{CommandReceived} (exec, shell).
+Events only SSH has, beside the core's C{CommandReceived} (exec, shell),
+C{FileOperationRequested} (each SFTP request, decided before the target
+sees it) and C{ForwardRequested} (C{direct-tcpip}, decided before it is
+opened).
 
 Each has a stable C{name}: recordings and policy use names, never class
 names.  Channel references are the gateway's channel number on the
@@ -18,40 +21,12 @@ from hoopgate.plugin import Event
 
 
 @frozen(kw_only=True)
-class ForwardRequested(Event):
-    """
-    A client asks for a C{direct-tcpip} channel (C{ssh -L}, C{ssh -W}).
-
-    Decided before anything is opened: a refusal answers the client
-    "administratively prohibited", and the target never sees the request.
-    Allowed forwards are opened by the target, never by the gateway.
-
-    Attributes:
-        forward_id: Gateway-unique id, shared with L{ForwardClosed}.
-        channel: The channel reference.
-        host: The destination as the client named it.
-        port: Its port.
-        originator: The address the client says the connection came from.
-        originator_port: Its port.
-    """
-
-    name: ClassVar[str] = "ssh.forward.requested"
-
-    forward_id: str
-    channel: str
-    host: str
-    port: int
-    originator: str = ""
-    originator_port: int = 0
-
-
-@frozen(kw_only=True)
 class ForwardClosed(Event):
     """
     A forward channel ended (or the target could not open it).
 
     Attributes:
-        forward_id: The L{ForwardRequested} it belongs to.
+        forward_id: The C{ForwardRequested} it belongs to.
         host: The destination.
         port: Its port.
         status: C{closed}, or C{failed} when the target refused to open it.
@@ -169,7 +144,6 @@ class SftpOperation(Event):
 __all__ = [
     "ExitStatus",
     "ForwardClosed",
-    "ForwardRequested",
     "PtyRequested",
     "SftpOperation",
     "SubsystemRequested",

@@ -8,8 +8,10 @@ becomes:
   - C{session} channels are opened on the target once the client asks;
     C{exec} and C{shell} pass the chain as C{CommandReceived} first, and
     a refusal answers on the channel itself (a message on stderr, exit
-    status 1, close); C{subsystem sftp} passes as L{SubsystemRequested}
-    and its traffic is watched for the record; C{env} passes only for
+    status 1, close); C{subsystem sftp} passes as L{SubsystemRequested},
+    each request naming a path passes the chain as
+    C{FileOperationRequested} (a refusal answers that request alone with
+    permission denied) and its traffic is watched for the record; C{env} passes only for
     names the target allows; terminals (their output recorded as an
     asciicast, masked), resizes and signals pass.
   - C{direct-tcpip} channels are opened as channels of the target's
@@ -42,6 +44,8 @@ from hoopgate.plugin import (
     CommandReceived,
     Deny,
     Event,
+    FileOperationRequested,
+    ForwardRequested,
     Hold,
     Notice,
     Rewrite,
@@ -68,12 +72,12 @@ from hoopgate_plugins.ssh._channels import (
 from hoopgate_plugins.ssh._events import (
     ExitStatus,
     ForwardClosed,
-    ForwardRequested,
     PtyRequested,
     SubsystemRequested,
 )
 from hoopgate_plugins.ssh._settings import TargetSettings
 from hoopgate_plugins.ssh._sftp import SftpWatcher
+from hoopgate_plugins.ssh._sftpgate import FileRequest, SftpGate
 
 # Channel requests from the client passed on to the target as they are.
 _PASSED_FROM_CLIENT = frozenset(
@@ -135,6 +139,7 @@ class Pair:
         command_id: The command, shell or subsystem running on it.
         forward: The forward it carries, if any.
         sftp: The SFTP watcher, for an C{sftp} subsystem.
+        gate: What holds its requests for the chain.
         cast: The terminal recording, once a terminal was granted.
         bytes_up: Data bytes passed toward the target.
         bytes_down: Data bytes passed toward the client.
@@ -151,6 +156,7 @@ class Pair:
         self.started = False
         self.forward: ForwardRequested | None = None
         self.sftp: SftpWatcher | None = None
+        self.gate: SftpGate | None = None
         self.cast: TerminalCast | None = None
         self.bytes_up = 0
         self.bytes_down = 0
@@ -572,7 +578,55 @@ class Relay:
             raise c.ProtocolError(f"client sent data after EOF on channel {number}")
         pair.client.received(len(item.chunk))
         self.bytes_from_client += len(item.chunk)
-        pair.up.push(item)
+        if pair.gate is None or item.kind:
+            pair.up.push(item)
+            return
+        for piece in pair.gate.from_client(item.chunk):
+            if isinstance(piece, FileRequest):
+                self._judge_file(pair, piece)
+            else:
+                pair.up.push(Data(piece))
+
+    def _judge_file(self, pair: Pair, request: FileRequest) -> None:
+        """
+        Pass an SFTP request once the chain allows it; a refusal answers
+        it with permission denied, and the target never sees it.
+        """
+        event = FileOperationRequested(
+            session_id=self.session.id,
+            protocol="ssh",
+            operation_id=self.session.next_id(),
+            operations=request.operations,
+            path=request.path,
+            target_path=request.target_path,
+            command_id=pair.command_id,
+            channel=pair.ref,
+        )
+        held = Pending()
+
+        def decided(verdict: Verdict) -> None:
+            if isinstance(verdict, Deny) or not request.packet:
+                held.items = []
+                pair.up.uncredited += request.size
+                self._refuse_file(pair, request, verdict)
+            else:
+                held.items = [Data(request.packet)]
+            pair.up.pump()
+
+        pair.up.push(held)
+        verdict = self._verdict(event, decided)
+        if not isinstance(verdict, Hold):
+            decided(verdict)
+
+    def _refuse_file(self, pair: Pair, request: FileRequest, verdict: Verdict) -> None:
+        gate = pair.gate
+        if gate is None:
+            return
+        reason = verdict.reason if isinstance(verdict, Deny) else None
+        text = _errors.file_refused(reason, self.session.id)
+        answer = gate.refuse(request.request_id, text)
+        if answer:
+            pair.down.push(Data(answer, own=True))
 
     def _upstream_data(self, payload: bytes) -> None:
         number, chunk = c.parse_data(payload)
@@ -586,7 +640,11 @@ class Relay:
         pair = self._upstream_pair(number)
         pair.upstream.received(len(item.chunk))
         self.bytes_to_client += len(item.chunk)
-        pair.down.push(item)
+        if pair.gate is None or item.kind:
+            pair.down.push(item)
+            return
+        for piece in pair.gate.from_target(item.chunk):
+            pair.down.push(Data(piece))
 
     # -- EOF and close ----------------------------------------------------------
 
@@ -717,6 +775,7 @@ class Relay:
         )
         pair.command_id = event.command_id
         pair.sftp = SftpWatcher(self.session, event.command_id)
+        pair.gate = SftpGate()
         self._judged(pair, event, Request(request.name, request.data, slot), slot)
 
     def _judged(
@@ -753,7 +812,7 @@ class Relay:
     def _refuse_command(
         self, pair: Pair, verdict: Deny, slot: ReplySlot | None
     ) -> None:
-        pair.sftp = None
+        pair.sftp = pair.gate = None
         self._answer(slot, True)
         text = _errors.command_refused(verdict.reason, self.session.id)
         pair.down.push(Data(text, c.EXTENDED_DATA_STDERR))

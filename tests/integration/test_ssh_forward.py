@@ -133,7 +133,7 @@ class TestLocalForward:
 
         closed = wait_for(busy_closed, 10, "the psql forward's ssh.forward.closed")
         # The fixture's readiness probe was a forward too (no bytes).
-        requested = lines_of(gateway.recording_lines(session), "ssh.forward.requested")
+        requested = lines_of(gateway.recording_lines(session), "forward.requested")
         assert {(r["host"], r["port"], r["verdict"]) for r in requested} == {
             ("127.0.0.1", pg_port, "allow")
         }

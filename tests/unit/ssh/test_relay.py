@@ -446,7 +446,7 @@ class TestForward:
         h.relay.from_client(c.MSG_CHANNEL_CLOSE, c.channel_only(0))
         h.relay.from_upstream(c.MSG_CHANNEL_CLOSE, c.channel_only(0))
 
-        [asked] = h.session.events("ssh.forward.requested")
+        [asked] = h.session.events("forward.requested")
         [closed] = h.session.events("ssh.forward.closed")
         assert (asked.host, asked.port) == ("127.0.0.1", 5432)
         assert (
