@@ -1,9 +1,10 @@
 """
 Watching an SFTP subsystem for the record, without holding its data.
 
-The relay passes SFTP bytes through unchanged; L{SftpWatcher} reads the
-same bytes as they pass and records what was done: each file opened
-(path, mode, bytes read and written, outcome) once it is closed, and
+The relay passes SFTP bytes through (C{_sftpgate} holds the requests
+the chain judges); L{SftpWatcher} reads the same bytes as they pass and
+records what was done: each file opened (path, mode, bytes read and
+written, outcome) once it is closed, and
 each remove, rename, mkdir, rmdir, setstat and symlink with the target's
 answer.  Packet framing is followed in a streaming way: only the first
 bytes of a packet are kept (the fields to record), file data is counted
@@ -172,9 +173,6 @@ def _mode(flags: int) -> str:
     return letters
 
 
-# FIXME(#6): operations are recorded, not judged; guardrails on SFTP
-# paths need the relay to hold a request and answer a refused one with
-# an SFTP status.
 class SftpWatcher:
     """
     Records the SFTP operations of one subsystem channel.

@@ -185,6 +185,33 @@ class TestLocalForward:
         )
         assert notices[0]["detail"] == destination
 
+    def test_destination_refused_by_policy(self, ssh_gateway: SshGateway) -> None:
+        """
+        A destination C{forward_to} lists but guardrail
+        C{ssh-no-second-loopback} refuses is "administratively
+        prohibited"; the decided request is recorded with its rule.
+        """
+        gateway = ssh_gateway.gateway
+        token = gateway.token()
+        port = int(ssh_gateway.servers["SSH_PORT"])
+
+        result = ssh_gateway.client(token).ssh(
+            "box", flags=("-W", f"127.0.0.2:{port}", "-o", "LogLevel=INFO")
+        )
+
+        assert result.returncode == 255
+        assert b"administratively prohibited" in result.stderr
+        assert not result.stdout.startswith(b"SSH-2.0")
+        session = gateway.session_of(token)
+        requested = wait_for(
+            lambda: lines_of(gateway.recording_lines(session), "forward.requested"),
+            10,
+            "the forward.requested line",
+        )
+        assert [(r["host"], r["port"], r["verdict"]) for r in requested] == [
+            ("127.0.0.2", port, "deny")
+        ]
+
     def test_remote_forward_refused(self, ssh_gateway: SshGateway) -> None:
         """
         C{ssh -R} is refused: with C{ExitOnForwardFailure} the client

@@ -197,3 +197,84 @@ class TestRecording:
         assert [(o["path"], o["status"]) for o in operations] == [
             ("/nonexistent-hoopgate/y", "no_such_file")
         ]
+
+
+class TestFileGuardrails:
+    """
+    Guardrail C{ssh-guarded-files} refuses writes, removes and renames
+    under C{guarded/}, one SFTP request at a time.
+    """
+
+    @pytest.fixture
+    def guarded(self, ssh_gateway: SshGateway, remote_dir: str) -> str:
+        """
+        A file under C{guarded/}, made directly; its SHA-256 is of b"keep".
+        """
+        path = f"{remote_dir}/guarded/kept"
+        made = ssh_gateway.direct().ssh(
+            "root", f"mkdir '{remote_dir}/guarded' && printf keep > '{path}'"
+        )
+        assert made.returncode == 0, made.stderr
+        return path
+
+    def test_remove_refused(self, ssh_gateway: SshGateway, guarded: str) -> None:
+        """
+        C{rm} of a guarded file fails with permission denied; the file
+        is still there, unchanged; the refusal is recorded with its rule.
+        """
+        gateway = ssh_gateway.gateway
+        token = gateway.token()
+
+        result = ssh_gateway.client(token).sftp_batch("box", f"rm {guarded}\n")
+
+        assert result.returncode != 0
+        assert b"Permission denied" in result.stderr, result.stderr
+        assert _remote_sha(ssh_gateway, guarded) == hashlib.sha256(b"keep").hexdigest()
+        session = gateway.session_of(token)
+        refused = wait_for(
+            lambda: [
+                r
+                for r in lines_of(gateway.recording_lines(session), "file.requested")
+                if r["verdict"] != "allow"
+            ],
+            10,
+            "the refused file.requested line",
+        )
+        assert [(r["operations"], r["path"]) for r in refused] == [
+            (["remove"], guarded)
+        ]
+
+    def test_write_refused_session_goes_on(
+        self,
+        ssh_gateway: SshGateway,
+        payload: tuple[Path, str],
+        guarded: str,
+        remote_dir: str,
+    ) -> None:
+        """
+        C{put} over a guarded file fails and leaves it untouched; with
+        C{-} in front the batch goes on, and an upload outside
+        C{guarded/} in the same session arrives whole.
+        """
+        local, digest = payload
+        batch = f"-put {local} {guarded}\nput {local} {remote_dir}/free\n"
+
+        result = ssh_gateway.client().sftp_batch("box", batch)
+
+        assert result.returncode == 0, result.stderr
+        assert b"Permission denied" in result.stderr, result.stderr
+        assert _remote_sha(ssh_gateway, guarded) == hashlib.sha256(b"keep").hexdigest()
+        assert _remote_sha(ssh_gateway, f"{remote_dir}/free") == digest
+
+    def test_read_allowed(
+        self, ssh_gateway: SshGateway, guarded: str, tmp_path: Path
+    ) -> None:
+        """
+        Reading a guarded file is not refused: the rule lists writes only.
+        """
+        back = tmp_path / "kept"
+
+        result = ssh_gateway.client().sftp_batch("box", f"get {guarded} {back}\n")
+
+        assert result.returncode == 0, result.stderr
+        assert back.read_bytes() == b"keep"

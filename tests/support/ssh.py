@@ -8,7 +8,8 @@ C{tests/services.sh} added to its configuration:
   - target C{box}: the sshd on C{SSH_PORT} as C{root} with the client key
     the test servers authorised; forwards allowed only to the test
     PostgreSQL and to the sshd itself (a server that speaks first), both
-    as C{127.0.0.1}; environment names C{LANG},
+    as C{127.0.0.1}, and to the sshd as C{127.0.0.2} (which policy
+    refuses); environment names C{LANG},
     C{LC_*} and C{HG_TEST_OK*} pass;
   - target C{box_keepalive}: the same sshd on C{SSH_KEEPALIVE_PORT},
     whose sessions get sshd's own keepalives every second;
@@ -20,7 +21,12 @@ C{tests/services.sh} added to its configuration:
     credential set's account or as C{LOGIN@TARGET} with login C{root}.
     C{ci-runner}'s PostgreSQL rule covers only the PostgreSQL targets;
   - guardrail C{ssh-no-marker}: on C{box}, command lines matching
-    C{touch /tmp/hg-denied-*} are refused.
+    C{touch /tmp/hg-denied-*} are refused;
+  - guardrail C{ssh-guarded-files}: on C{box}, writes, removes and
+    renames under C{/tmp/hg-sftp.*/guarded/} are refused;
+  - guardrail C{ssh-no-second-loopback}: on C{box}, forwards to
+    C{127.0.0.2} are refused, though C{forward_to} lists
+    C{127.0.0.2:SSH_PORT}.
 
 Clients are the real OpenSSH C{ssh}, C{scp} and C{sftp}: the token is
 the answer to the gateway's keyboard-interactive prompt, given by an
@@ -120,7 +126,7 @@ def _ssh_yaml(
     host: {servers["SSH_HOST"]}
     port: {int(servers[key])}
     known_hosts: {_q(servers["SSH_KNOWN_HOSTS"])}
-    forward_to: [{_q("127.0.0.1:" + servers["PG_PORT"])}, {_q("127.0.0.1:" + servers["SSH_PORT"])}]
+    forward_to: [{_q("127.0.0.1:" + servers["PG_PORT"])}, {_q("127.0.0.1:" + servers["SSH_PORT"])}, {_q("127.0.0.2:" + servers["SSH_PORT"])}]
     accept_env: [LANG, "LC_*", "HG_TEST_OK*"]
     credentials:
       - name: main
@@ -159,6 +165,17 @@ def _ssh_yaml(
       targets: [box]
       deny:
         command_lines: ["touch /tmp/hg-denied-*"]
+    - name: ssh-guarded-files
+      subjects: ["*"]
+      targets: [box]
+      deny:
+        file_paths: ["/tmp/hg-sftp.*/guarded/**"]
+        file_operations: [write, remove, rename]
+    - name: ssh-no-second-loopback
+      subjects: ["*"]
+      targets: [box]
+      deny:
+        destinations: ["127.0.0.2:*"]
 """
     return {"listener": listener, "targets": targets, "rule": rule}
 
