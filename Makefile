@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 
 # What the test servers, the demo and the benchmarks need from Debian.
 DEB_PACKAGES := openssl curl postgresql postgresql-contrib redis-server slapd \
-	ldap-utils openssh-server pgbouncer ca-certificates
+	ldap-utils openssh-server pgbouncer ca-certificates rsync
 
 STAMP := $(VENV)/.hoopgate-setup
 # Holds the symlink hoopgate_plugins -> plugins/ (see the $(STAMP) recipe).
