@@ -3,7 +3,10 @@ Parsers for what the benchmark's tools print.
 
 pgbench's closing summary gives throughput, the average latency and the
 transaction counts; its per-transaction log files (C{--log}) give every
-transaction's latency, from which the percentiles are taken.
+transaction's latency, from which the percentiles are taken. psql's
+unaligned output of the masking table is checked row by row (masked or
+clear); C{wc -c} gives an SSH transfer's byte count and C{ssh -v} the
+ciphers it negotiated.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ __all__ = [
     "LatencySample",
     "ParseError",
     "PgbenchSummary",
+    "check_people_rows",
+    "parse_byte_count",
     "parse_pgbench_summary",
+    "parse_ssh_ciphers",
     "parse_transaction_log",
     "percentile",
 ]
@@ -152,3 +158,83 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     rank = math.ceil(pct / 100 * len(ordered))
     return ordered[rank - 1]
+
+
+# The masking table's rows as C{psql -A -t} prints them (id|email|ssn|card;
+# bench.run.MASKING_TABLE_SQL makes them): clear, and with the three text
+# columns redacted.
+_CLEAR_ROW = re.compile(
+    rb"^[0-9]+\|[0-9a-f]{12}@example\.com\|[0-9]{3}-[0-9]{2}-[0-9]{4}\|4[0-9]{15}$",
+    re.MULTILINE,
+)
+_MASKED_ROW = re.compile(rb"^[0-9]+\|\[masked\]\|\[masked\]\|\[masked\]$", re.MULTILINE)
+
+
+def _first_bad_line(data: bytes, pattern: re.Pattern[bytes]) -> int:
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not pattern.fullmatch(line):
+            return number
+    return 0
+
+
+def check_people_rows(data: bytes, *, masked: bool) -> int:
+    """
+    Check every row psql printed of the masking table: with C{masked},
+    each one's email, ssn and card must read C{[masked]}; without, each
+    must hold the clear values the table was filled with.
+
+    Args:
+        data: psql's standard output (C{-A -t}), ending in a newline.
+        masked: Whether the three columns must be masked.
+
+    Returns:
+        The number of rows.
+
+    Raises:
+        ParseError: A row is not as expected (named by its line number,
+            never by its values).
+    """
+    pattern = _MASKED_ROW if masked else _CLEAR_ROW
+    rows = data.count(b"\n")
+    if not data.endswith(b"\n"):
+        raise ParseError("psql output does not end with a newline")
+    good = sum(1 for _ in pattern.finditer(data))
+    if good != rows:
+        line = _first_bad_line(data[:-1], pattern)
+        state = "masked" if masked else "clear"
+        raise ParseError(
+            f"{rows - good} of {rows} rows are not {state}, the first on line {line}"
+        )
+    return rows
+
+
+def parse_byte_count(text: str) -> int:
+    """
+    The count C{wc -c} prints (a single number on one line).
+
+    Raises:
+        ParseError: The text is not one number.
+    """
+    words = text.split()
+    if len(words) != 1 or not words[0].isdigit():
+        raise ParseError(f"wc -c printed {text.strip()[:80]!r}, not a byte count")
+    return int(words[0])
+
+
+_KEX_CIPHER = re.compile(
+    r"^debug1: kex: server->client cipher: (\S+) MAC: (\S+)", re.MULTILINE
+)
+
+
+def parse_ssh_ciphers(stderr: str) -> list[str]:
+    """
+    The ciphers and MACs C{ssh -v} negotiated, server to client, one per
+    SSH connection it made (the jump host's first with ProxyJump).
+
+    Raises:
+        ParseError: C{ssh -v} printed no key exchange.
+    """
+    found = [f"{cipher}, {mac}" for cipher, mac in _KEX_CIPHER.findall(stderr)]
+    if not found:
+        raise ParseError("ssh -v printed no negotiated cipher")
+    return found

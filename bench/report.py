@@ -19,16 +19,26 @@ from attrs import define, field, frozen
 from bench.hotspots import HotSpot, ProfileSummary
 
 __all__ = [
+    "BYTES_PER_MIB",
     "CONTENDERS",
+    "LABELS",
+    "MASKING_CONTENDERS",
+    "SSH_CONTENDERS",
+    "SSH_CTR",
     "BigSelectRow",
     "BigSelectRun",
     "ConnectRow",
     "ConnectRun",
     "IdleRow",
+    "MaskingRow",
+    "MaskingRun",
     "PgbenchRun",
     "Results",
     "SelectRow",
+    "SshLoginRow",
     "TargetCheck",
+    "TransferRow",
+    "TransferRun",
     "evaluate_targets",
     "from_json",
     "median",
@@ -42,9 +52,38 @@ T = TypeVar("T")
 #: The contenders of a PostgreSQL row, in table order.
 CONTENDERS = ("direct", "pgbouncer", "hoopgate")
 
-#: KiB per MiB, bytes per MB (MB/s is decimal, as network figures are).
+#: The contenders of the masking row, in table order: direct, the gateway
+#: without masking rules, the gateway masking three columns.
+MASKING_CONTENDERS = ("direct", "masking-off", "masking-on")
+
+#: The contenders of the SSH rows, in table order: straight to the sshd,
+#: OpenSSH ProxyJump through a bastion sshd, the gateway; then the first
+#: two again with the client held to the cipher and MAC it negotiates with
+#: the gateway, so ciphers can be told apart from relays.
+SSH_CONTENDERS = ("direct", "proxyjump", "hoopgate", "direct-ctr", "proxyjump-ctr")
+
+#: The cipher and MAC of the C{-ctr} contenders.
+SSH_CTR = ("aes128-ctr", "hmac-sha2-256")
+
+#: How the tables name the contenders.
+LABELS = {
+    "masking-off": "hoopgate, no masking rules",
+    "masking-on": "hoopgate, 3 columns masked",
+    "proxyjump": "OpenSSH ProxyJump (bastion sshd)",
+    "direct-ctr": f"direct, {SSH_CTR[0]} + {SSH_CTR[1]}",
+    "proxyjump-ctr": f"ProxyJump, {SSH_CTR[0]} + {SSH_CTR[1]}",
+}
+
+#: KiB per MiB, bytes per MB (MB/s is decimal, as network figures are),
+#: bytes per MiB (SSH transfers are sized in MiB).
 KIB_PER_MIB = 1024
 BYTES_PER_MB = 1_000_000
+BYTES_PER_MIB = 1024 * 1024
+
+#: The masking targets: rows per second with three masked columns, and the
+#: most the gateway's resident set may grow during a result, MiB.
+MASKING_ROWS_PER_S = 100_000
+MASKING_RSS_GROWTH_MIB = 64
 
 
 def median(values: Iterable[float]) -> float | None:
@@ -125,8 +164,69 @@ class BigSelectRun:
     peak_rss_kib: int | None = None
 
 
+@frozen
+class MaskingRun:
+    """
+    One read of the masking row's table, every row counted and checked.
+
+    Attributes:
+        seconds: Wall time from start to psql's exit.
+        rows: Rows psql printed (each one checked: masked, or clear).
+        bytes_to_client: Protocol bytes the gateway sent to the client, from
+            its recording; None for direct.
+        rss_before_kib: The gateway's resident set before, KiB.
+        peak_rss_kib: Its peak resident set during the run, KiB.
+        proxy_cpu_pct: Its CPU use during the run, per cent of one core.
+    """
+
+    seconds: float
+    rows: int
+    bytes_to_client: int | None = None
+    rss_before_kib: int | None = None
+    peak_rss_kib: int | None = None
+    proxy_cpu_pct: float | None = None
+
+    @property
+    def rss_growth_kib(self) -> int | None:
+        """
+        How far the peak rose above the resident set before, KiB.
+        """
+        if self.rss_before_kib is None or self.peak_rss_kib is None:
+            return None
+        return self.peak_rss_kib - self.rss_before_kib
+
+
+@frozen
+class TransferRun:
+    """
+    One SSH transfer through one contender, its byte count checked.
+
+    Attributes:
+        seconds: Wall time from ssh's start to the end of the pipeline,
+            the login included.
+        bytes: Bytes counted at the receiving end (C{wc -c}).
+        rss_before_kib: The gateway's resident set before, KiB.
+        peak_rss_kib: Its peak resident set during the run, KiB.
+        proxy_cpu_pct: Its CPU use during the run, per cent of one core.
+    """
+
+    seconds: float
+    bytes: int
+    rss_before_kib: int | None = None
+    peak_rss_kib: int | None = None
+    proxy_cpu_pct: float | None = None
+
+
 def _no_runs() -> dict[str, list[Any]]:
     return {name: [] for name in CONTENDERS}
+
+
+def _no_masking_runs() -> dict[str, list[Any]]:
+    return {name: [] for name in MASKING_CONTENDERS}
+
+
+def _no_ssh_runs() -> dict[str, list[Any]]:
+    return {name: [] for name in SSH_CONTENDERS}
 
 
 @define
@@ -211,6 +311,110 @@ class BigSelectRow:
         return median(self.wire_bytes / BYTES_PER_MB / run.seconds for run in runs)
 
 
+@define
+class MaskingRow:
+    """
+    A whole table read with C{select *}: direct, through a gateway without
+    masking rules, through one masking three of its columns.
+
+    Attributes:
+        rows: Rows the table holds.
+        masked_columns: Columns the masking gateway's rule redacts.
+        tls: TLS on every leg (True) or on none.
+        runs: Contender (L{MASKING_CONTENDERS}) to its runs.
+        errors: What failed, one line each.
+    """
+
+    rows: int
+    masked_columns: int
+    tls: bool = True
+    runs: dict[str, list[MaskingRun]] = field(factory=_no_masking_runs)
+    errors: list[str] = field(factory=list)
+
+    def rows_per_s(self, contender: str) -> float | None:
+        """
+        The median rate of rows, per second.
+        """
+        return median(run.rows / run.seconds for run in self.runs[contender])
+
+    def wire_bytes(self, contender: str) -> float | None:
+        """
+        The median protocol bytes the client received: the gateway's
+        recording counts them; direct gets what the gateway without masking
+        rules relays unchanged.
+        """
+        source = "masking-off" if contender == "direct" else contender
+        return median(
+            run.bytes_to_client
+            for run in self.runs[source]
+            if run.bytes_to_client is not None
+        )
+
+    def mb_per_s(self, contender: str) -> float | None:
+        """
+        The median rate of the result as the server sent it (the protocol
+        bytes the gateway without masking rules relays unchanged), MB per
+        second: the same amount of data for every contender, masked or not.
+        """
+        result = self.wire_bytes("masking-off")
+        if result is None:
+            return None
+        runs = self.runs[contender]
+        return median(result / BYTES_PER_MB / run.seconds for run in runs)
+
+    def peak_growth_kib(self, contender: str) -> int | None:
+        """
+        The largest rise of the gateway's resident set in any run, KiB.
+        """
+        growths = [run.rss_growth_kib for run in self.runs[contender]]
+        known = [g for g in growths if g is not None]
+        return max(known) if known else None
+
+
+@define
+class TransferRow:
+    """
+    One SSH transfer direction, every contender's runs.
+
+    Attributes:
+        direction: C{download} (C{ssh HOST 'head -c N /dev/zero' | wc -c})
+            or C{upload} (C{head -c N /dev/zero | ssh HOST 'wc -c'}).
+        size: Bytes moved per run.
+        runs: Contender (L{SSH_CONTENDERS}) to its runs.
+        errors: What failed, one line each.
+    """
+
+    direction: str
+    size: int
+    runs: dict[str, list[TransferRun]] = field(factory=_no_ssh_runs)
+    errors: list[str] = field(factory=list)
+
+    def mib_per_s(self, contender: str) -> float | None:
+        """
+        The median rate, MiB per second (the login included).
+        """
+        runs = self.runs[contender]
+        return median(run.bytes / BYTES_PER_MIB / run.seconds for run in runs)
+
+
+@define
+class SshLoginRow:
+    """
+    C{ssh HOST true} per contender: the time to log in and run nothing,
+    and the ciphers the client negotiated (C{ssh -v}).
+
+    Attributes:
+        seconds: Contender to the wall time of each run.
+        ciphers: Contender to the client's negotiated cipher and MAC, one
+            entry per SSH connection it made (two with ProxyJump).
+        errors: What failed, one line each.
+    """
+
+    seconds: dict[str, list[float]] = field(factory=_no_ssh_runs)
+    ciphers: dict[str, list[str]] = field(factory=dict)
+    errors: list[str] = field(factory=list)
+
+
 @frozen
 class IdleRow:
     """
@@ -251,6 +455,9 @@ class Results:
         connect: The new-session rows.
         bigselect: The million-row SELECT rows.
         idle: The idle-session rows.
+        masking: The masking rows.
+        ssh: The SSH transfer rows.
+        ssh_login: The SSH login row, if SSH was measured.
         profile: The gateway's hot spots, if a profile ran.
         profile_workload: What ran while it was profiled.
     """
@@ -260,6 +467,9 @@ class Results:
     connect: list[ConnectRow] = field(factory=list)
     bigselect: list[BigSelectRow] = field(factory=list)
     idle: list[IdleRow] = field(factory=list)
+    masking: list[MaskingRow] = field(factory=list)
+    ssh: list[TransferRow] = field(factory=list)
+    ssh_login: SshLoginRow | None = None
     profile: ProfileSummary | None = None
     profile_workload: str = ""
 
@@ -387,6 +597,27 @@ def _idle_target(row: IdleRow) -> TargetCheck:
     )
 
 
+def _masking_targets(row: MaskingRow) -> list[TargetCheck]:
+    growth = row.peak_growth_kib("masking-on")
+    what = f"masking, {row.rows:,}-row result, {row.masked_columns} masked columns"
+    return [
+        TargetCheck(
+            f"{what}: rows/s through hoopgate",
+            row.rows_per_s("masking-on"),
+            MASKING_ROWS_PER_S,
+            "rows/s",
+            at_least=True,
+        ),
+        TargetCheck(
+            f"{what}: gateway RSS growth (peak - before, worst run)",
+            None if growth is None else growth / KIB_PER_MIB,
+            MASKING_RSS_GROWTH_MIB,
+            "MiB",
+            at_least=False,
+        ),
+    ]
+
+
 def evaluate_targets(results: Results) -> list[TargetCheck]:
     """
     Every target of the issue that the results speak to, in report order.
@@ -396,6 +627,8 @@ def evaluate_targets(results: Results) -> list[TargetCheck]:
         checks.extend(_select_targets(row))
     checks.extend(_connect_target(row) for row in results.connect)
     checks.extend(_idle_target(row) for row in results.idle)
+    for masking in results.masking:
+        checks.extend(_masking_targets(masking))
     return checks
 
 
@@ -561,15 +794,136 @@ def _idle_section(results: Results) -> list[str]:
     return ["## Idle sessions through hoopgate", "", *_table(header, lines), ""]
 
 
+def _masking_line(row: MaskingRow, contender: str) -> list[str]:
+    runs = row.runs[contender]
+    gateway = contender != "direct"
+    cpus = [run.proxy_cpu_pct for run in runs if run.proxy_cpu_pct is not None]
+    rates = row.rows_per_s(contender)
+    wire = row.wire_bytes(contender)
+    return [
+        LABELS.get(contender, contender),
+        _fmt(median(run.seconds for run in runs), 2),
+        _fmt(rates),
+        _fmt(row.mb_per_s(contender), 1),
+        _fmt(None if wire is None else wire / BYTES_PER_MB, 1),
+        _mib(median(r.rss_before_kib for r in runs if r.rss_before_kib)),
+        _mib(row.peak_growth_kib(contender)),
+        _fmt(median(cpus)) if gateway else "-",
+        _fmt(ratio(rates, row.rows_per_s("masking-off")), 2),
+        _fmt(ratio(rates, row.rows_per_s("direct")), 2),
+    ]
+
+
+def _masking_section(row: MaskingRow) -> list[str]:
+    header = [
+        "contender",
+        "seconds",
+        "rows/s",
+        "MB/s",
+        "MB to the client",
+        "gateway RSS before MiB",
+        "RSS growth MiB (worst run)",
+        "gateway CPU %",
+        "vs no masking",
+        "vs direct",
+    ]
+    lines = [_masking_line(row, c) for c in MASKING_CONTENDERS]
+    return [
+        f"## Masking: `select *` of a {row.rows:,}-row table, "
+        f"{row.masked_columns} columns masked (psql, TLS "
+        f"{'on every leg' if row.tls else 'off'})",
+        "",
+        *_table(header, lines),
+        "",
+        "Every printed row was checked: three `[masked]` fields through the "
+        "masking gateway, the clear values elsewhere. MB/s: the result as the "
+        "server sends it (the protocol bytes the gateway without rules relays "
+        "unchanged, from its recording) per second; *MB to the client*: what "
+        "each contender sent on (masks are shorter than the values). RSS "
+        "growth: peak (`VmHWM`, reset before each run) minus the resident set "
+        "before.",
+        "",
+    ]
+
+
+def _ssh_section(results: Results) -> list[str]:
+    lines = []
+    for row in results.ssh:
+        direct = row.mib_per_s("direct")
+        jump = row.mib_per_s("proxyjump")
+        for contender in SSH_CONTENDERS:
+            runs = row.runs[contender]
+            rate = row.mib_per_s(contender)
+            cpus = [r.proxy_cpu_pct for r in runs if r.proxy_cpu_pct is not None]
+            peaks = [r.peak_rss_kib for r in runs if r.peak_rss_kib is not None]
+            befores = [r.rss_before_kib for r in runs if r.rss_before_kib]
+            lines.append(
+                [
+                    row.direction,
+                    f"{row.size / BYTES_PER_MIB:,.0f}",
+                    LABELS.get(contender, contender),
+                    _fmt(median(run.seconds for run in runs), 2),
+                    _fmt(rate, 1),
+                    _fmt(ratio(rate, direct), 2),
+                    _fmt(ratio(rate, jump), 2),
+                    _fmt(median(cpus)) if cpus else "-",
+                    f"{_mib(median(befores))} / {_mib(max(peaks))}" if peaks else "-",
+                ]
+            )
+    header = [
+        "direction",
+        "MiB",
+        "contender",
+        "seconds",
+        "MiB/s",
+        "vs direct",
+        "vs ProxyJump",
+        "gateway CPU %",
+        "gateway RSS before / peak MiB",
+    ]
+    section = [
+        "## SSH transfers (OpenSSH client, exec)",
+        "",
+        *_table(header, lines),
+        "",
+        "download: `ssh HOST 'head -c N /dev/zero' | wc -c`; upload: `head -c N "
+        "/dev/zero | ssh HOST 'wc -c'`; every count checked against N. Seconds "
+        "include the login.",
+        "",
+    ]
+    return section + _ssh_login_lines(results.ssh_login)
+
+
+def _ssh_login_lines(row: SshLoginRow | None) -> list[str]:
+    if row is None:
+        return []
+    lines = [
+        [
+            LABELS.get(contender, contender),
+            _fmt(median(row.seconds[contender]), 3),
+            "; ".join(row.ciphers.get(contender, [])) or "-",
+        ]
+        for contender in SSH_CONTENDERS
+    ]
+    header = ["contender", "`ssh HOST true` seconds", "client's cipher, MAC"]
+    return [*_table(header, lines), ""]
+
+
+def _target_figure(value: float | None, unit: str, measured: bool) -> str:
+    if measured:
+        digits = {"µs": 0, "rows/s": 0, "MiB": 1}.get(unit, 2)
+    else:
+        digits = 1 if unit == "x" else 0
+    return _fmt(value, digits) + ("" if unit == "x" else f" {unit}")
+
+
 def _target_section(results: Results) -> list[str]:
     lines = [
         [
             check.name,
-            _fmt(check.measured, 0 if check.unit == "µs" else 2)
-            + ("" if check.unit == "x" else f" {check.unit}"),
+            _target_figure(check.measured, check.unit, True),
             ("≥ " if check.at_least else "≤ ")
-            + _fmt(check.threshold, 1 if check.unit == "x" else 0)
-            + ("" if check.unit == "x" else f" {check.unit}"),
+            + _target_figure(check.threshold, check.unit, False),
             check.verdict(),
         ]
         for check in evaluate_targets(results)
@@ -588,6 +942,9 @@ def _error_section(results: Results) -> list[str]:
         *(e for row in results.connect for e in row.errors),
         *(e for row in results.bigselect for e in row.errors),
         *(f"idle: {row.error}" for row in results.idle if row.error),
+        *(e for row in results.masking for e in row.errors),
+        *(e for row in results.ssh for e in row.errors),
+        *(results.ssh_login.errors if results.ssh_login else []),
     ]
     if not errors:
         return []
@@ -642,6 +999,8 @@ def render_markdown(results: Results) -> str:
         _connect_section(results) if results.connect else [],
         _bigselect_section(results) if results.bigselect else [],
         _idle_section(results) if results.idle else [],
+        *(_masking_section(row) for row in results.masking),
+        _ssh_section(results) if results.ssh else [],
         _profile_section(results),
         _error_section(results),
         _meta_section(results),
@@ -679,8 +1038,25 @@ def to_json(results: Results) -> dict[str, Any]:
         row_data["median"] = _select_summary(row)
     for idle, idle_data in zip(results.idle, data["idle"], strict=True):
         idle_data["per_session_kib"] = None if idle.error else idle.per_session_kib
+    for masking, masking_data in zip(results.masking, data["masking"], strict=True):
+        masking_data["median"] = _masking_summary(masking)
+    for ssh, ssh_data in zip(results.ssh, data["ssh"], strict=True):
+        ssh_data["median"] = {
+            c: {"mib_per_s": ssh.mib_per_s(c)} for c in SSH_CONTENDERS
+        }
     data["targets"] = [_target_json(c) for c in evaluate_targets(results)]
     return data
+
+
+def _masking_summary(row: MaskingRow) -> dict[str, Any]:
+    return {
+        contender: {
+            "rows_per_s": row.rows_per_s(contender),
+            "mb_per_s": row.mb_per_s(contender),
+            "rss_growth_kib": row.peak_growth_kib(contender),
+        }
+        for contender in MASKING_CONTENDERS
+    }
 
 
 def _runs_from(
@@ -698,6 +1074,16 @@ def _profile_from(raw: dict[str, Any] | None) -> ProfileSummary | None:
             key: tuple(HotSpot(**spot) for spot in raw[key])
             for key in ("functions", "cumulative", "files")
         },
+    )
+
+
+def _ssh_login_from(raw: dict[str, Any] | None) -> SshLoginRow | None:
+    if raw is None:
+        return None
+    return SshLoginRow(
+        seconds={name: list(runs) for name, runs in raw["seconds"].items()},
+        ciphers={name: list(found) for name, found in raw["ciphers"].items()},
+        errors=list(raw["errors"]),
     )
 
 
@@ -739,6 +1125,27 @@ def from_json(data: dict[str, Any]) -> Results:
             IdleRow(**{k: v for k, v in row.items() if k != "per_session_kib"})
             for row in data["idle"]
         ],
+        # Files written before the masking and SSH rows existed lack them.
+        masking=[
+            MaskingRow(
+                rows=row["rows"],
+                masked_columns=row["masked_columns"],
+                tls=row["tls"],
+                runs=_runs_from(row["runs"], MaskingRun),
+                errors=list(row["errors"]),
+            )
+            for row in data.get("masking", [])
+        ],
+        ssh=[
+            TransferRow(
+                direction=row["direction"],
+                size=row["size"],
+                runs=_runs_from(row["runs"], TransferRun),
+                errors=list(row["errors"]),
+            )
+            for row in data.get("ssh", [])
+        ],
+        ssh_login=_ssh_login_from(data.get("ssh_login")),
         profile=_profile_from(data["profile"]),
         profile_workload=data["profile_workload"],
     )

@@ -5,9 +5,11 @@ C{make bench}: the side-by-side benchmarks, results in C{bench/results/}.
     .venv/bin/python bench/run.py --quick    # a smoke run, under 3 minutes
 
 It starts its own servers (C{tests/services.sh} in a fresh C{/tmp/hg-bench.*}
-directory, PgBouncer, hoopgate with recording on), measures, interleaving
-the contenders in every repetition, and writes C{latest.md}, C{latest.json},
-C{postgres.png} and the profile under C{bench/results/}. Progress goes to
+directory, PgBouncer, hoopgate with recording on, with and without masking
+rules, with an SSH listener, and a bastion sshd for ProxyJump), measures,
+interleaving the contenders in every repetition, and writes C{latest.md},
+C{latest.json}, C{postgres.png}, C{ssh.png} and the profile under
+C{bench/results/}. Progress goes to
 standard error. Everything it started is stopped on the way out, also on
 an error or Ctrl-C. Must run as root (PostgreSQL and PgBouncer run as
 C{postgres} through runuser).
@@ -39,26 +41,38 @@ from attrs import frozen
 
 import twisted
 from bench import measure
-from bench.chart import write_postgres_chart
+from bench.chart import write_postgres_chart, write_ssh_chart
 from bench.report import (
+    BYTES_PER_MIB,
     CONTENDERS,
+    MASKING_CONTENDERS,
+    SSH_CONTENDERS,
     BigSelectRow,
     ConnectRow,
     IdleRow,
+    MaskingRow,
     Results,
     SelectRow,
+    SshLoginRow,
+    TransferRow,
     from_json,
     render_markdown,
     to_json,
 )
 from bench.servers import (
+    DATABASE,
+    MASKED_COLUMNS,
+    MASKED_TABLE,
     ROLE,
     ROOT,
+    Bastion,
     BenchError,
     Endpoint,
     Gateway,
     PgBouncer,
     Services,
+    SshClients,
+    SshGateway,
     tail,
 )
 from tests.oidc.mint import mint
@@ -72,6 +86,9 @@ SCALE = 10
 
 #: Lifetime of the token every gateway session logs in with, seconds.
 TOKEN_TTL = 8 * 3600
+
+#: The SSH transfer directions, in table order.
+SSH_DIRECTIONS = ("download", "upload")
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -95,6 +112,10 @@ class Settings:
         big_repeats: Repetitions of the million-row SELECT.
         idle_sessions: Sessions of the idle rows.
         idle_tls: The TLS settings of the idle rows.
+        masking_rows: Rows of the masking table.
+        masking_repeats: Repetitions of the masking row.
+        ssh_bytes: Bytes of each SSH transfer.
+        ssh_repeats: Repetitions of the SSH rows.
         profile_seconds: How long py-spy samples; 0: no profile.
     """
 
@@ -110,6 +131,10 @@ class Settings:
     big_repeats: int
     idle_sessions: int
     idle_tls: tuple[bool, ...]
+    masking_rows: int
+    masking_repeats: int
+    ssh_bytes: int
+    ssh_repeats: int
     profile_seconds: int
 
     @classmethod
@@ -127,6 +152,10 @@ class Settings:
             big_repeats=3,
             idle_sessions=2000,
             idle_tls=(False, True),
+            masking_rows=1_000_000,
+            masking_repeats=3,
+            ssh_bytes=500 * BYTES_PER_MIB,
+            ssh_repeats=3,
             profile_seconds=10,
         )
 
@@ -145,6 +174,10 @@ class Settings:
             big_repeats=1,
             idle_sessions=200,
             idle_tls=(True,),
+            masking_rows=1_000_000,
+            masking_repeats=1,
+            ssh_bytes=100 * BYTES_PER_MIB,
+            ssh_repeats=1,
             profile_seconds=3,
         )
 
@@ -158,6 +191,9 @@ class Settings:
             + 2 * self.connect_repeats
             + len(CONTENDERS) * self.big_repeats
             + len(self.idle_tls)
+            + 1
+            + len(MASKING_CONTENDERS) * self.masking_repeats
+            + len(SSH_CONTENDERS) * (1 + len(SSH_DIRECTIONS)) * self.ssh_repeats
             + (1 if self.profile_seconds else 0)
         )
 
@@ -269,20 +305,38 @@ def machine_meta(settings: Settings) -> dict[str, str]:
             f"-j 2, scale {SCALE}; new sessions -c {settings.connect_clients} "
             f"-T {settings.connect_seconds} s x {settings.connect_repeats}; "
             f"1M-row SELECT x {settings.big_repeats}; "
+            f"masking {settings.masking_rows:,} rows x {settings.masking_repeats}; "
+            f"SSH {settings.ssh_bytes // BYTES_PER_MIB} MiB each way x "
+            f"{settings.ssh_repeats}; "
             f"{settings.idle_sessions} idle sessions"
         ),
     }
 
 
-def _psql_superuser(servers: dict[str, str], sql: str) -> None:
+def _psql_local(
+    servers: dict[str, str],
+    *statements: str,
+    user: str = "postgres",
+    database: str = "postgres",
+) -> None:
+    """
+    Run C{statements} over the Unix socket (trusted), each its own C{-c}
+    (so each is its own transaction).
+    """
     command = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     command += ["-h", servers["PG_SOCKET_DIR"], "-p", servers["PG_PORT"]]
-    command += ["-U", "postgres", "-d", "postgres", "-c", sql]
+    command += ["-U", user, "-d", database]
+    for sql in statements:
+        command += ["-c", sql]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=60, check=False
+        command, capture_output=True, text=True, timeout=300, check=False
     )
     if done.returncode != 0:
-        raise BenchError(f"psql {sql!r}: {tail(done.stderr)}")
+        raise BenchError(f"psql {statements[0][:60]!r}...: {tail(done.stderr)}")
+
+
+def _psql_superuser(servers: dict[str, str], sql: str) -> None:
+    _psql_local(servers, sql)
 
 
 def tune_postgres(servers: dict[str, str]) -> None:
@@ -313,6 +367,37 @@ def init_pgbench(direct: Endpoint, work_dir: Path) -> None:
         raise BenchError(f"pgbench -i failed: {tail(done.stderr)}")
 
 
+def masking_table_sql(rows: int) -> list[str]:
+    """
+    The statements that make the masking table: C{rows} rows of an id, an
+    e-mail address (12 hex digits of an MD5 at C{example.com}), an SSN-like
+    C{NNN-NN-NNNN} and a 16-digit card-like number, all derived from the id
+    (the shapes L{bench.parse.check_people_rows} checks); then C{VACUUM
+    (FREEZE, ANALYZE)}, so no read sets hint bits for the ones after it.
+    """
+    table = MASKED_TABLE
+    return [
+        f"DROP TABLE IF EXISTS {table}",
+        f"CREATE TABLE {table} (id integer NOT NULL, email text NOT NULL, "
+        "ssn text NOT NULL, card text NOT NULL)",
+        f"INSERT INTO {table} SELECT g, "  # noqa: S608 - constants only
+        "substr(md5(g::text), 1, 12) || '@example.com', "
+        "lpad((g % 1000)::text, 3, '0') || '-' || lpad((g % 100)::text, 2, '0') "
+        "|| '-' || lpad((g % 10000)::text, 4, '0'), "
+        "'4' || lpad(((g::bigint * 7919) % 1000000000000000)::text, 15, '0') "
+        f"FROM generate_series(1, {int(rows)}) g",
+        f"VACUUM (FREEZE, ANALYZE) {table}",
+    ]
+
+
+def create_masking_table(servers: dict[str, str], rows: int) -> None:
+    """
+    Make the masking table as C{ROLE} (its owner, so the gateway's
+    credential reads it).
+    """
+    _psql_local(servers, *masking_table_sql(rows), user=ROLE, database=DATABASE)
+
+
 class Bench:
     """
     One benchmark run: the servers, the settings, the results so far.
@@ -331,11 +416,20 @@ class Bench:
 
     # --- helpers ---------------------------------------------------------
 
-    def gateway(self, stack: contextlib.ExitStack, name: str, tls: bool) -> Gateway:
+    def gateway(
+        self,
+        stack: contextlib.ExitStack,
+        name: str,
+        tls: bool,
+        *,
+        masking: bool = False,
+    ) -> Gateway:
         """
         A started gateway, stopped when C{stack} closes.
         """
-        gateway = Gateway(self.run_dir / name, self.servers, upstream_tls=tls)
+        gateway = Gateway(
+            self.run_dir / name, self.servers, upstream_tls=tls, masking=masking
+        )
         stack.callback(gateway.stop)
         gateway.start()
         return gateway
@@ -367,11 +461,15 @@ class Bench:
 
     def run(self) -> None:
         """
-        Every phase: TLS off, TLS on, idle sessions.
+        Every phase: TLS off, TLS on, masking, SSH, idle sessions.
         """
         for tls in (False, True):
             with contextlib.ExitStack() as stack:
                 self.phase(stack, tls)
+        with contextlib.ExitStack() as stack:
+            self.masking(stack)
+        with contextlib.ExitStack() as stack:
+            self.ssh(stack)
         for tls in self.settings.idle_tls:
             with contextlib.ExitStack() as stack:
                 self.idle(stack, tls)
@@ -548,6 +646,175 @@ class Bench:
             f"{run.seconds:.2f} s, {run.rows / run.seconds:,.0f} rows/s{peak}"
         )
 
+    def masking(self, stack: contextlib.ExitStack) -> None:
+        """
+        The masking table read whole, TLS on every leg: direct, through a
+        gateway without masking rules, through one masking three columns.
+        A few rows through each first (they must agree, and be masked
+        where they should), which also warms the gateways' catalog caches.
+        """
+        tls = True
+        settings = self.settings
+        self.progress.note("masking: starting hoopgate without and with masking rules")
+        gateways = {
+            "masking-off": self.gateway(stack, "gateway-masking-off", tls),
+            "masking-on": self.gateway(stack, "gateway-masking-on", tls, masking=True),
+        }
+        endpoints = {
+            "direct": self.direct,
+            **{
+                name: attrs_evolve(self.endpoint_of(gw), contender=name)
+                for name, gw in gateways.items()
+            },
+        }
+        row = MaskingRow(
+            rows=settings.masking_rows, masked_columns=len(MASKED_COLUMNS), tls=tls
+        )
+        self.results.masking.append(row)
+
+        self.progress.step("masking: 5 rows through each contender, compared")
+        checked = self.attempt(
+            row.errors,
+            "masking sample",
+            measure.check_masking_sample,
+            endpoints["direct"],
+            endpoints["masking-off"],
+            endpoints["masking-on"],
+            tls,
+        )
+        for gateway in gateways.values():
+            gateway.clear_recordings()
+        if checked is None and row.errors:
+            return
+        self.progress.result("direct and unmasked agree; masked where they should")
+
+        for repetition in range(settings.masking_repeats):
+            for contender in _rotated(MASKING_CONTENDERS, repetition):
+                self.progress.step(
+                    f"masking {row.rows:,} rows {contender} "
+                    f"(run {repetition + 1}/{settings.masking_repeats})"
+                )
+                self.attempt(
+                    row.errors,
+                    f"masking {contender}",
+                    self.masking_once,
+                    row,
+                    endpoints[contender],
+                    gateways.get(contender),
+                )
+
+    def masking_once(
+        self, row: MaskingRow, endpoint: Endpoint, gateway: Gateway | None
+    ) -> None:
+        run = measure.run_masking(
+            endpoint,
+            gateway,
+            masked=endpoint.contender == "masking-on",
+            tls=row.tls,
+            rows=row.rows,
+            work_dir=self.run_dir,
+        )
+        row.runs[endpoint.contender].append(run)
+        growth = run.rss_growth_kib
+        extra = "" if growth is None else f", RSS growth {growth / 1024:.1f} MiB"
+        self.progress.result(
+            f"{run.seconds:.2f} s, {run.rows / run.seconds:,.0f} rows/s{extra}"
+        )
+
+    def ssh(self, stack: contextlib.ExitStack) -> None:
+        """
+        SSH logins and transfers: straight to the test sshd, through a
+        bastion sshd with ProxyJump, through the gateway.
+        """
+        settings = self.settings
+        self.progress.note("SSH: starting a bastion sshd and hoopgate's SSH listener")
+        bastion = Bastion(self.run_dir / "bastion", self.servers)
+        stack.callback(bastion.stop)
+        bastion.start()
+        gateway = SshGateway(self.run_dir / "gateway-ssh", self.servers)
+        stack.callback(gateway.stop)
+        gateway.start()
+        clients = SshClients(
+            self.run_dir / "ssh-clients", self.servers, bastion, gateway, self.token
+        )
+        login = SshLoginRow()
+        self.results.ssh_login = login
+        rows = [
+            TransferRow(direction=d, size=settings.ssh_bytes) for d in SSH_DIRECTIONS
+        ]
+        self.results.ssh.extend(rows)
+
+        repeats = settings.ssh_repeats
+        for repetition in range(repeats):
+            of = f"(run {repetition + 1}/{repeats})"
+            for contender in _rotated(SSH_CONTENDERS, repetition):
+                self.progress.step(f"ssh -v HOST true {contender} {of}")
+                self.attempt(
+                    login.errors,
+                    f"ssh true {contender}",
+                    self.ssh_login_once,
+                    login,
+                    clients,
+                    contender,
+                    gateway,
+                )
+            for row in rows:
+                for contender in _rotated(SSH_CONTENDERS, repetition):
+                    self.progress.step(
+                        f"SSH {row.direction} {row.size // BYTES_PER_MIB} MiB "
+                        f"{contender} {of}"
+                    )
+                    self.attempt(
+                        row.errors,
+                        f"SSH {row.direction} {contender}",
+                        self.transfer_once,
+                        row,
+                        clients,
+                        contender,
+                        gateway,
+                    )
+
+    def ssh_login_once(
+        self,
+        login: SshLoginRow,
+        clients: SshClients,
+        contender: str,
+        gateway: SshGateway,
+    ) -> None:
+        seconds, ciphers = measure.run_ssh_login(clients, contender)
+        if contender == "hoopgate":
+            gateway.clear_recordings()
+        login.seconds[contender].append(seconds)
+        login.ciphers[contender] = ciphers
+        self.progress.result(f"{seconds:.3f} s, {'; '.join(ciphers)}")
+
+    def transfer_once(
+        self,
+        row: TransferRow,
+        clients: SshClients,
+        contender: str,
+        gateway: SshGateway,
+    ) -> None:
+        through = contender == "hoopgate"
+        run = measure.run_ssh_transfer(
+            clients,
+            contender,
+            row.direction,
+            row.size,
+            pid=gateway.pid if through else None,
+            work_dir=self.run_dir,
+        )
+        if through:
+            measure.check_ssh_recording(gateway, row.direction, row.size)
+        row.runs[contender].append(run)
+        cpu = (
+            ""
+            if run.proxy_cpu_pct is None
+            else f", gateway CPU {run.proxy_cpu_pct:.0f}%"
+        )
+        rate = run.bytes / BYTES_PER_MIB / run.seconds
+        self.progress.result(f"{run.seconds:.2f} s, {rate:.1f} MiB/s{cpu}")
+
     def idle(self, stack: contextlib.ExitStack, tls: bool) -> None:
         """
         Idle sessions through a fresh gateway.
@@ -641,7 +908,7 @@ def _check_prerequisites() -> None:
         raise BenchError(
             "run as root: PostgreSQL and PgBouncer run as postgres via runuser"
         )
-    for tool in ("pgbench", "psql", "pgbouncer", "runuser"):
+    for tool in ("pgbench", "psql", "pgbouncer", "runuser", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
             raise BenchError(f"{tool} is not installed (run: make setup)")
 
@@ -657,14 +924,22 @@ def write_results(results: Results) -> list[Path]:
     chart = RESULTS / "postgres.png"
     if write_postgres_chart(results, chart):
         written.append(chart)
+    ssh_chart = RESULTS / "ssh.png"
+    if write_ssh_chart(results, ssh_chart):
+        written.append(ssh_chart)
     return written
 
 
 def _has_errors(results: Results) -> bool:
-    rows: list[SelectRow | ConnectRow | BigSelectRow] = [
+    rows: list[
+        SelectRow | ConnectRow | BigSelectRow | MaskingRow | TransferRow | SshLoginRow
+    ] = [
         *results.select,
         *results.connect,
         *results.bigselect,
+        *results.masking,
+        *results.ssh,
+        *([results.ssh_login] if results.ssh_login else []),
     ]
     return any(row.errors for row in rows) or any(row.error for row in results.idle)
 
@@ -674,6 +949,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy")
+    parser.add_argument(
+        "--run-prefix",
+        # mkdtemp makes a new directory of its own (mode 0700), never reuses one.
+        default="/tmp/hg-bench.",  # noqa: S108
+        help="where the run directory goes: PREFIX followed by random "
+        "characters (default: %(default)s)",
+    )
     parser.add_argument(
         "--render",
         metavar="JSON",
@@ -685,8 +967,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def _run_dir(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hg-bench.", dir="/tmp"))
+def _run_dir(prefix: str, keep: bool) -> Iterator[Path]:
+    parent, _, name = prefix.rpartition("/")
+    path = Path(tempfile.mkdtemp(prefix=name, dir=parent or "."))
     path.chmod(0o755)  # postgres must reach the services' files below it
     try:
         yield path
@@ -720,7 +1003,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bench: Bench | None = None
     complete = False
-    with _run_dir(args.keep) as run_dir:
+    with _run_dir(args.run_prefix, args.keep) as run_dir:
         services = Services(run_dir / "services", settings.idle_sessions + 100)
         try:
             progress = Progress(0)
@@ -730,6 +1013,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench = Bench(settings, run_dir, servers)
             bench.progress.note(f"pgbench -i -s {SCALE}")
             init_pgbench(bench.direct, run_dir)
+            bench.progress.note(
+                f"{MASKED_TABLE}: {settings.masking_rows:,} rows for the masking row"
+            )
+            create_masking_table(servers, settings.masking_rows)
             bench.run()
             complete = True
         except KeyboardInterrupt:

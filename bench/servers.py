@@ -3,7 +3,10 @@ The servers a benchmark run starts, and the processes' figures it reads.
 
   - L{Services}: PostgreSQL 15 and the OIDC issuer of C{tests/services.sh},
     in their own run directory;
-  - L{Gateway}: C{twistd -n hoopgate} with recording on, in front of them;
+  - L{Gateway}: C{twistd -n hoopgate} with recording on, in front of them
+    (with or without masking rules);
+  - L{SshGateway}: the same with an SSH listener in front of the test sshd;
+  - L{Bastion}: a second throwaway sshd, the jump host of C{ssh -J};
   - L{PgBouncer}: Debian's pgbouncer, session pooling, as C{postgres}.
 
 Every start waits a bounded time and fails with the tail of the server's
@@ -28,18 +31,27 @@ from pathlib import Path
 
 from attrs import frozen
 
+from bench.report import SSH_CTR
+
 __all__ = [
+    "MASKED_COLUMNS",
+    "MASKED_TABLE",
     "ROOT",
+    "SSH_TARGET",
+    "Bastion",
     "BenchError",
     "Endpoint",
     "Gateway",
     "PgBouncer",
     "Services",
+    "SshGateway",
     "cpu_seconds",
     "free_port",
+    "gateway_config",
     "peak_rss_kib",
     "reset_peak_rss",
     "rss_kib",
+    "ssh_gateway_config",
     "tail",
 ]
 
@@ -58,6 +70,16 @@ DATABASE = "appdb"
 #: The PostgreSQL role the direct and pooled contenders log in as, and the
 #: gateway's held credential.
 ROLE = "app"
+
+#: The table of the masking row, created by the benchmark (owned by C{ROLE}).
+MASKED_TABLE = "public.bench_people"
+
+#: Its columns that the masking gateway's rule redacts (the fourth, C{id},
+#: is relayed as it is).
+MASKED_COLUMNS = ("email", "ssn", "card")
+
+#: The SSH gateway's target: the test sshd of C{tests/services.sh}.
+SSH_TARGET = "box"
 
 
 class BenchError(Exception):
@@ -277,33 +299,12 @@ def _yaml(value: str) -> str:
     return json.dumps(value)
 
 
-def gateway_config(
-    servers: dict[str, str],
-    pg_port: int,
-    admin_port: int,
-    recordings: Path,
-    upstream_tls: bool,
-) -> str:
+def _gateway_head(servers: dict[str, str], admin_port: int, recordings: Path) -> str:
     """
-    The gateway's configuration: one PostgreSQL listener (TLS offered,
-    a token accepted without it too, for the rows without TLS), one target
-    named like its database, recording to C{recordings}, one access rule
-    for C{ci-runner}, and the demo's guardrail rule (DROP, TRUNCATE,
-    DELETE or UPDATE without WHERE, writes to C{canary}), which none of
-    the benchmark's statements match.
-
-    Args:
-        servers: The variables of the services' env file.
-        pg_port: The PostgreSQL listener's port.
-        admin_port: The admin listener's port.
-        recordings: The recordings folder.
-        upstream_tls: TLS toward PostgreSQL (verify-full), or none.
+    What every benchmark gateway shares: the admin listener, recording to
+    C{recordings} (a failed write closes the session), the memory store,
+    the built-in plugins and the test issuer.
     """
-    password_file = Path(servers["HG_RUN"]) / "pg" / f"{ROLE}.pw"
-    if upstream_tls:
-        tls = f"mode: verify-full\n      ca: {_yaml(servers['TLS_CERT'])}"
-    else:
-        tls = "mode: disable"
     return f"""\
 # Written by bench/servers.py.
 gateway:
@@ -328,6 +329,55 @@ identity:
       groups_claim: groups
       required_claims: []
       leeway: 30s
+"""
+
+
+def _masking_yaml() -> str:
+    columns = ", ".join(f"{MASKED_TABLE}.{c}" for c in MASKED_COLUMNS)
+    return f"""\
+  # The masking row's rule: three columns of {MASKED_TABLE} redacted whole.
+  masking:
+    rules:
+      - name: bench-columns
+        columns: [{columns}]
+        strategy: redact
+"""
+
+
+def gateway_config(
+    servers: dict[str, str],
+    pg_port: int,
+    admin_port: int,
+    recordings: Path,
+    upstream_tls: bool,
+    *,
+    masking: bool = False,
+) -> str:
+    """
+    The gateway's configuration: one PostgreSQL listener (TLS offered,
+    a token accepted without it too, for the rows without TLS), one target
+    named like its database, recording to C{recordings}, one access rule
+    for C{ci-runner}, and the demo's guardrail rule (DROP, TRUNCATE,
+    DELETE or UPDATE without WHERE, writes to C{canary}), which none of
+    the benchmark's statements match.
+
+    Args:
+        servers: The variables of the services' env file.
+        pg_port: The PostgreSQL listener's port.
+        admin_port: The admin listener's port.
+        recordings: The recordings folder.
+        upstream_tls: TLS toward PostgreSQL (verify-full), or none.
+        masking: Add the masking row's rule (L{MASKED_COLUMNS} of
+            L{MASKED_TABLE} redacted); without it no masking rule is loaded.
+    """
+    password_file = Path(servers["HG_RUN"]) / "pg" / f"{ROLE}.pw"
+    if upstream_tls:
+        tls = f"mode: verify-full\n      ca: {_yaml(servers['TLS_CERT'])}"
+    else:
+        tls = "mode: disable"
+    text = (
+        _gateway_head(servers, admin_port, recordings)
+        + f"""\
 
 listeners:
   - name: pg
@@ -370,6 +420,71 @@ policy:
         shapes: [delete_without_where, update_without_where]
         writes: [public.canary]
 """
+    )
+    return text + (_masking_yaml() if masking else "")
+
+
+def ssh_gateway_config(
+    servers: dict[str, str],
+    ssh_port: int,
+    admin_port: int,
+    recordings: Path,
+    host_key: Path,
+) -> str:
+    """
+    The SSH gateway's configuration: one SSH listener (token login), the
+    test sshd as target L{SSH_TARGET} (pinned host key, the client key the
+    test servers authorised), recording to C{recordings}, one access rule
+    for C{ci-runner}, and a command allow-list judging every exec: the
+    benchmark's two commands and nothing else.
+
+    Args:
+        servers: The variables of the services' env file.
+        ssh_port: The SSH listener's port.
+        admin_port: The admin listener's port.
+        recordings: The recordings folder.
+        host_key: The listener's host key file (created on first start).
+    """
+    return (
+        _gateway_head(servers, admin_port, recordings)
+        + f"""\
+
+listeners:
+  - name: ssh
+    protocol: ssh
+    listen: "tcp:{ssh_port}:interface=127.0.0.1"
+    host_key: {_yaml(str(host_key))}
+    failure_delay: 0.2s
+    login_timeout: 30s
+
+targets:
+  - name: {SSH_TARGET}
+    protocol: ssh
+    host: {_yaml(servers["SSH_HOST"])}
+    port: {int(servers["SSH_PORT"])}
+    known_hosts: {_yaml(servers["SSH_KNOWN_HOSTS"])}
+    credentials:
+      - name: main
+        user: {_yaml(servers["SSH_USER"])}
+        private_key: {{file: {_yaml(servers["SSH_CLIENT_KEY"])}}}
+
+policy:
+  version: 1
+  access:
+    - name: bench-ssh
+      subjects: [ci-runner]
+      targets: [{SSH_TARGET}]
+      credential: main
+      session_limit: 8h
+      on_token_expiry: close
+  # Judged for every exec; the benchmark runs only these.
+  guardrails:
+    - name: bench-commands
+      targets: [{SSH_TARGET}]
+      allow_only:
+        command_lines: ["head -c * /dev/zero", "wc -c", "true"]
+"""
+    )
 
 
 class Gateway:
@@ -380,15 +495,31 @@ class Gateway:
         folder: Holds its configuration, log and recordings (created).
         servers: The variables of the services' env file.
         upstream_tls: TLS toward PostgreSQL, or none.
+        masking: Load the masking row's rule (L{gateway_config}).
+
+    Attributes:
+        port: Its protocol listener's port.
     """
 
-    def __init__(self, folder: Path, servers: dict[str, str], upstream_tls: bool):
+    def __init__(
+        self,
+        folder: Path,
+        servers: dict[str, str],
+        upstream_tls: bool,
+        *,
+        masking: bool = False,
+    ):
         self.folder = folder
         self.recordings = folder / "recordings"
         self.port = free_port()
         self.admin_port = free_port()
         self._config = gateway_config(
-            servers, self.port, self.admin_port, self.recordings, upstream_tls
+            servers,
+            self.port,
+            self.admin_port,
+            self.recordings,
+            upstream_tls,
+            masking=masking,
         )
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -446,6 +577,142 @@ class Gateway:
         """
         for path in self.recordings.iterdir():
             path.unlink()
+
+
+class SshGateway(Gateway):
+    """
+    C{twistd -n hoopgate} with one SSH listener in front of the test sshd
+    (L{ssh_gateway_config}); C{port} is the SSH listener's.
+
+    Args:
+        folder: Holds its configuration, host key, log and recordings
+            (created).
+        servers: The variables of the services' env file.
+    """
+
+    def __init__(self, folder: Path, servers: dict[str, str]) -> None:
+        self.folder = folder
+        self.recordings = folder / "recordings"
+        self.host_key = folder / "ssh_host_ed25519"
+        self.port = free_port()
+        self.admin_port = free_port()
+        self._config = ssh_gateway_config(
+            servers, self.port, self.admin_port, self.recordings, self.host_key
+        )
+        self._process = None
+
+    def host_public_key(self) -> str:
+        """
+        The listener's host public key (C{TYPE BASE64}), written at start.
+        """
+        text = self.host_key.with_name(self.host_key.name + ".pub").read_text()
+        return " ".join(text.split()[:2])
+
+
+# --- the jump host ---------------------------------------------------------------
+
+
+class Bastion:
+    """
+    A second throwaway OpenSSH sshd on loopback, the jump host of
+    C{ssh -J}: key login only (the test servers' client key), TCP
+    forwarding on, nothing else. Runs as root, like the test sshd.
+
+    Args:
+        folder: Holds its configuration, host key and log (created).
+        servers: The variables of the services' env file.
+    """
+
+    def __init__(self, folder: Path, servers: dict[str, str]) -> None:
+        self.folder = folder
+        self.servers = servers
+        self.port = free_port()
+        self.host_key = folder / "host_ed25519"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _config(self) -> str:
+        folder = self.folder
+        return f"""\
+# Written by bench/servers.py.
+ListenAddress 127.0.0.1
+Port {self.port}
+HostKey {folder}/host_ed25519
+PidFile {folder}/sshd.pid
+AuthorizedKeysFile {folder}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding yes
+PermitTTY no
+X11Forwarding no
+LogLevel INFO
+"""
+
+    def _write_files(self) -> None:
+        self.folder.mkdir(mode=0o700)
+        keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench-bastion"]
+        done = subprocess.run(
+            [*keygen, "-f", str(self.host_key)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"ssh-keygen for the bastion: {tail(done.stderr)}")
+        client = Path(self.servers["SSH_CLIENT_KEY"] + ".pub").read_text()
+        (self.folder / "authorized_keys").write_text(client)
+        (self.folder / "sshd_config").write_text(self._config())
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+
+    def host_public_key(self) -> str:
+        """
+        Its host public key (C{TYPE BASE64}).
+        """
+        text = self.host_key.with_name(self.host_key.name + ".pub").read_text()
+        return " ".join(text.split()[:2])
+
+    def start(self) -> None:
+        """
+        Start it and wait until its port accepts.
+        """
+        self._write_files()
+        config = str(self.folder / "sshd_config")
+        check = subprocess.run(
+            ["/usr/sbin/sshd", "-t", "-f", config],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if check.returncode != 0:
+            raise BenchError(f"the bastion's sshd_config: {tail(check.stderr)}")
+        # -D -e: foreground, log to stderr; sshd re-execs by its absolute path.
+        with (self.folder / "sshd.log").open("wb") as out:
+            self._process = subprocess.Popen(
+                ["/usr/sbin/sshd", "-D", "-e", "-f", config],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+        try:
+            _wait(lambda: _port_open(self.port), self._alive, "the bastion sshd")
+        except BenchError as e:
+            raise BenchError(f"{e}\n{_tail_file(self.folder / 'sshd.log')}") from None
+
+    def _alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> None:
+        """
+        SIGTERM, then SIGKILL after L{STOP_TIMEOUT}; sessions still open
+        end with their clients.
+        """
+        if self._process is not None:
+            _stop_process(self._process)
+            self._process = None
 
 
 # --- PgBouncer -------------------------------------------------------------------
@@ -562,3 +829,152 @@ server_tls_ca_file = {folder}/tls.crt
         _stop_process(self._process)
         self._process = None
         self._pid = None
+
+
+# --- SSH clients ---------------------------------------------------------------
+
+
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(mode)
+
+
+class SshClients:
+    """
+    How the OpenSSH client reaches the sshd as each SSH contender, all from
+    one C{ssh_config} file (C{-F}, so nothing of C{~/.ssh} applies; ssh
+    hands it on to the ProxyJump process too):
+
+      - C{direct}: the test sshd, with the client key;
+      - C{proxyjump}: the same sshd through L{Bastion} (C{ssh -J}), the
+        client key on both hops;
+      - C{hoopgate}: the gateway's SSH listener as target L{SSH_TARGET},
+        the token answering its keyboard-interactive prompt through an
+        C{SSH_ASKPASS} script (never on a command line);
+      - C{direct-ctr}, C{proxyjump-ctr}: as C{direct} and C{proxyjump},
+        every connection held to C{SSH_CTR}, the cipher and MAC the client
+        and the gateway agree on.
+
+    Args:
+        folder: Holds the configuration, known hosts, token and askpass
+            script (created).
+        servers: The variables of the services' env file.
+        bastion: The started jump host.
+        gateway: The started SSH gateway.
+        token: The token the gateway sessions log in with.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        servers: dict[str, str],
+        bastion: Bastion,
+        gateway: SshGateway,
+        token: str,
+    ) -> None:
+        folder.mkdir(mode=0o700)
+        self.folder = folder
+        self.config = folder / "ssh_config"
+        known_hosts = folder / "known_hosts"
+        sshd_key = Path(servers["SSH_HOST_KEY_PUB"]).read_text().split()[:2]
+        known_hosts.write_text(
+            f"[127.0.0.1]:{int(servers['SSH_PORT'])} {' '.join(sshd_key)}\n"
+            f"[127.0.0.1]:{bastion.port} {bastion.host_public_key()}\n"
+            f"[127.0.0.1]:{gateway.port} {gateway.host_public_key()}\n"
+        )
+        token_file = folder / "token"
+        _write_private(token_file, token)
+        self.askpass = folder / "askpass"
+        _write_private(self.askpass, f"#!/bin/sh\nexec cat '{token_file}'\n", 0o700)
+        self.config.write_text(
+            self._config(servers, bastion.port, gateway.port, known_hosts)
+        )
+
+    @staticmethod
+    def _config(
+        servers: dict[str, str], bastion_port: int, gateway_port: int, known: Path
+    ) -> str:
+        # ssh takes the first value it reads of an option: the hosts' own
+        # settings come before the common ones.
+        user = servers["SSH_USER"]
+        return f"""\
+# Written by bench/servers.py.
+Host target
+  HostName 127.0.0.1
+  Port {int(servers["SSH_PORT"])}
+  User {user}
+Host bastion
+  HostName 127.0.0.1
+  Port {bastion_port}
+  User {user}
+Host target-ctr
+  HostName 127.0.0.1
+  Port {int(servers["SSH_PORT"])}
+  User {user}
+  Ciphers {SSH_CTR[0]}
+  MACs {SSH_CTR[1]}
+Host bastion-ctr
+  HostName 127.0.0.1
+  Port {bastion_port}
+  User {user}
+  Ciphers {SSH_CTR[0]}
+  MACs {SSH_CTR[1]}
+Host hoopgate
+  HostName 127.0.0.1
+  Port {gateway_port}
+  User {SSH_TARGET}
+  PubkeyAuthentication no
+  PreferredAuthentications keyboard-interactive,password
+  NumberOfPasswordPrompts 1
+  BatchMode no
+Host *
+  IdentityFile {servers["SSH_CLIENT_KEY"]}
+  IdentitiesOnly yes
+  IdentityAgent none
+  BatchMode yes
+  UserKnownHostsFile {known}
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  UpdateHostKeys no
+  ConnectTimeout 10
+  LogLevel ERROR
+  ControlMaster no
+  ControlPath none
+  ForwardAgent no
+  ForwardX11 no
+  RequestTTY no
+  ServerAliveInterval 0
+"""
+
+    def argv(self, contender: str, command: str, *, verbose: bool = False) -> list[str]:
+        """
+        C{ssh} running C{command} as C{contender}.
+        """
+        argv = ["ssh", "-F", str(self.config)]
+        if verbose:
+            argv.append("-v")
+        if contender == "direct":
+            return [*argv, "target", command]
+        if contender == "proxyjump":
+            return [*argv, "-J", "bastion", "target", command]
+        if contender == "hoopgate":
+            return [*argv, "hoopgate", command]
+        if contender == "direct-ctr":
+            return [*argv, "target-ctr", command]
+        if contender == "proxyjump-ctr":
+            return [*argv, "-J", "bastion-ctr", "target-ctr", command]
+        raise ValueError(f"no SSH contender {contender!r}")
+
+    def env(self, contender: str) -> dict[str, str]:
+        """
+        The environment for C{contender}'s ssh: a minimal one, with the
+        askpass script for the gateway.
+        """
+        keep = ("PATH", "LANG", "LC_ALL")
+        env = {k: v for k, v in os.environ.items() if k in keep}
+        env["HOME"] = os.environ.get("HOME", "/root")
+        if contender == "hoopgate":
+            env.update(SSH_ASKPASS=str(self.askpass), SSH_ASKPASS_REQUIRE="force")
+        return env

@@ -1,8 +1,9 @@
 """
 Tests for the benchmark suite's pure parts (L{bench.parse}, L{bench.report},
 L{bench.hotspots}, the configurations of L{bench.servers}): parsers on canned
-tool output, medians, ratios, targets and the report. No server is started
-and nothing is timed; C{make bench} runs the benchmarks themselves.
+tool output, medians, ratios, targets and the report, the gateways'
+configurations and the SSH clients' arguments. No server is started and
+nothing is timed; C{make bench} runs the benchmarks themselves.
 """
 
 from __future__ import annotations
@@ -15,25 +16,36 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from cryptography.hazmat.primitives import serialization as ser
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.trial.unittest import SynchronousTestCase
 
 from bench.hotspots import parse_collapsed, summarize
 from bench.parse import (
     ParseError,
+    check_people_rows,
+    parse_byte_count,
     parse_pgbench_summary,
+    parse_ssh_ciphers,
     parse_transaction_log,
     percentile,
 )
 from bench.report import (
+    BYTES_PER_MIB,
     BigSelectRow,
     BigSelectRun,
     ConnectRow,
     ConnectRun,
     IdleRow,
+    MaskingRow,
+    MaskingRun,
     PgbenchRun,
     Results,
     SelectRow,
+    SshLoginRow,
     TargetCheck,
+    TransferRow,
+    TransferRun,
     evaluate_targets,
     from_json,
     median,
@@ -41,7 +53,15 @@ from bench.report import (
     render_markdown,
     to_json,
 )
-from bench.servers import Endpoint, gateway_config
+from bench.run import masking_table_sql
+from bench.servers import (
+    Bastion,
+    Endpoint,
+    SshClients,
+    SshGateway,
+    gateway_config,
+    ssh_gateway_config,
+)
 from hoopgate._config import parse_config
 
 SELECT_OUTPUT = """\
@@ -88,6 +108,27 @@ PROFILE = """\
 <module> (twistd);ReactorBase.mainLoop (twisted/internet/base.py);doRead (twisted/internet/tcp.py);next_frame (hoopgate_plugins/postgres/_codec.py) 10
 <module> (twistd);ReactorBase.mainLoop (twisted/internet/base.py);doWrite (twisted/internet/abstract.py);untilConcludes (twisted/python/util.py) 60
 Thread._bootstrap (threading.py);Condition.wait (threading.py) 500
+"""
+
+
+# psql -A -t output of the masking table: clear, and masked.
+CLEAR_ROWS = (
+    b"1|c4ca4238a0b9@example.com|001-01-0001|4000000000007919\n"
+    b"2|c81e728d9d4c@example.com|002-02-0002|4000000000015838\n"
+)
+MASKED_ROWS = b"1|[masked]|[masked]|[masked]\n2|[masked]|[masked]|[masked]\n"
+
+# What ssh -v prints (in part) for a ProxyJump login: the jump host's key
+# exchange, then the target's through it.
+SSH_VERBOSE = """\
+OpenSSH_9.2p1 Debian-2+deb12u10, OpenSSL 3.0.19 27 Jan 2026
+debug1: Reading configuration data /tmp/bench/ssh_config
+debug1: kex: algorithm: sntrup761x25519-sha512@openssh.com
+debug1: kex: server->client cipher: aes128-ctr MAC: hmac-sha2-256 compression: none
+debug1: kex: client->server cipher: aes128-ctr MAC: hmac-sha2-256 compression: none
+debug1: Authenticated to 127.0.0.1 ([127.0.0.1]:40001) using "publickey".
+debug1: kex: server->client cipher: chacha20-poly1305@openssh.com MAC: <implicit> compression: none
+debug1: kex: client->server cipher: chacha20-poly1305@openssh.com MAC: <implicit> compression: none
 """
 
 
@@ -307,6 +348,231 @@ class TargetTests(SynchronousTestCase):
         assert memory.verdict() == "not measured"
 
 
+class MaskingOutputTests(SynchronousTestCase):
+    """
+    L{check_people_rows} checks every row psql printed of the masking table.
+    """
+
+    def test_clear_and_masked(self) -> None:
+        """
+        Clear rows pass as clear, masked rows as masked; the count is the
+        number of rows.
+        """
+        assert check_people_rows(CLEAR_ROWS, masked=False) == 2
+        assert check_people_rows(MASKED_ROWS, masked=True) == 2
+
+    def test_wrong_state_names_the_line_not_the_value(self) -> None:
+        """
+        Clear rows are not masked rows and the reverse; a row left clear
+        among masked ones is named by its line, and its values are not
+        repeated in the message.
+        """
+        mixed = b"1|[masked]|[masked]|[masked]\n" + CLEAR_ROWS.splitlines(True)[1]
+
+        with pytest.raises(ParseError) as caught:
+            check_people_rows(mixed, masked=True)
+        with pytest.raises(ParseError, match="2 of 2 rows are not clear"):
+            check_people_rows(MASKED_ROWS, masked=False)
+
+        assert str(caught.value) == "1 of 2 rows are not masked, the first on line 2"
+        assert b"example.com" not in str(caught.value).encode()
+
+    def test_partly_masked_row(self) -> None:
+        """
+        A row with only two of its three columns masked is not masked.
+        """
+        with pytest.raises(ParseError, match="on line 1"):
+            check_people_rows(b"7|[masked]|[masked]|4000000000055433\n", masked=True)
+
+    def test_cut_output(self) -> None:
+        """
+        Output that stops inside a row is refused.
+        """
+        with pytest.raises(ParseError, match="does not end with a newline"):
+            check_people_rows(MASKED_ROWS[:-5], masked=True)
+
+    def test_table_statements(self) -> None:
+        """
+        The table is made in its own statements (VACUUM cannot run in a
+        transaction block), with the row count asked for.
+        """
+        statements = masking_table_sql(1000)
+
+        assert statements[1].startswith("CREATE TABLE public.bench_people (id ")
+        assert statements[2].endswith("FROM generate_series(1, 1000) g")
+        assert statements[3] == "VACUUM (FREEZE, ANALYZE) public.bench_people"
+
+
+class SshParseTests(SynchronousTestCase):
+    """
+    Byte counts and negotiated ciphers.
+    """
+
+    def test_byte_count(self) -> None:
+        """
+        C{wc -c} prints one number; anything else is refused.
+        """
+        assert parse_byte_count("524288000\n") == 500 * BYTES_PER_MIB
+        for text in ("", "12 34\n", "wc: standard input: error\n"):
+            with pytest.raises(ParseError, match="not a byte count"):
+                parse_byte_count(text)
+
+    def test_ciphers(self) -> None:
+        """
+        One entry per connection, server to client, in order; none is an
+        error.
+        """
+        assert parse_ssh_ciphers(SSH_VERBOSE) == [
+            "aes128-ctr, hmac-sha2-256",
+            "chacha20-poly1305@openssh.com, <implicit>",
+        ]
+        with pytest.raises(ParseError, match="no negotiated cipher"):
+            parse_ssh_ciphers("debug1: Reading configuration data\n")
+
+
+def masking_row() -> MaskingRow:
+    row = MaskingRow(rows=1_000_000, masked_columns=3)
+    row.runs["direct"] = [MaskingRun(1.0, 1_000_000), MaskingRun(2.0, 1_000_000)]
+    row.runs["masking-off"] = [
+        MaskingRun(2.0, 1_000_000, 80_000_000, 75_000, 75_100, 60.0)
+    ]
+    row.runs["masking-on"] = [
+        MaskingRun(5.0, 1_000_000, 53_000_000, 76_000, 77_024, 90.0),
+        MaskingRun(4.0, 1_000_000, 53_000_000, 76_000, 76_512, 92.0),
+        MaskingRun(8.0, 1_000_000, 53_000_000, 76_000, 76_100, 95.0),
+    ]
+    return row
+
+
+def transfer_rows() -> list[TransferRow]:
+    size = 100 * BYTES_PER_MIB
+    down = TransferRow(direction="download", size=size)
+    down.runs["direct"] = [TransferRun(1.0, size)]
+    down.runs["proxyjump"] = [TransferRun(2.0, size), TransferRun(2.5, size)]
+    down.runs["hoopgate"] = [TransferRun(1.25, size, 70 * 1024, 72 * 1024, 40.0)]
+    up = TransferRow(direction="upload", size=size)
+    up.runs["direct"] = [TransferRun(0.5, size)]
+    up.runs["hoopgate"] = [TransferRun(1.0, size, 70 * 1024, 74 * 1024, 50.0)]
+    return [down, up]
+
+
+class MaskingAndSshReportTests(SynchronousTestCase):
+    """
+    The masking and SSH rows: rates, ratios, memory, targets, tables.
+    """
+
+    def test_masking_rates(self) -> None:
+        """
+        Rows/s is the median per contender; MB/s divides the result as the
+        server sent it (what the gateway without rules relayed) for every
+        contender; RSS growth is the worst run's.
+        """
+        row = masking_row()
+
+        assert row.rows_per_s("direct") == 750_000
+        assert row.rows_per_s("masking-on") == 200_000
+        assert row.mb_per_s("direct") == 60.0
+        assert row.mb_per_s("masking-on") == 16.0
+        assert row.wire_bytes("direct") == 80_000_000
+        assert row.wire_bytes("masking-on") == 53_000_000
+        assert row.peak_growth_kib("masking-on") == 1024
+        assert row.peak_growth_kib("direct") is None
+
+    def test_masking_targets(self) -> None:
+        """
+        100,000 rows/s with three masked columns, and at most 64 MiB of
+        growth; a slow run and a large growth are not met.
+        """
+        row = masking_row()
+        slow = masking_row()
+        slow.runs["masking-on"] = [
+            MaskingRun(20.0, 1_000_000, 53_000_000, 76_000, 76_000 + 80 * 1024)
+        ]
+
+        rate, memory = evaluate_targets(Results(masking=[row]))
+        slow_rate, big = evaluate_targets(Results(masking=[slow]))
+
+        assert (rate.measured, rate.unit, rate.met) == (200_000, "rows/s", True)
+        assert (memory.measured, memory.unit, memory.met) == (1.0, "MiB", True)
+        assert (slow_rate.measured, slow_rate.verdict()) == (
+            50_000,
+            "not met (50% short)",
+        )
+        assert (big.measured, big.verdict()) == (80.0, "not met (25% over)")
+
+    def test_masking_markdown(self) -> None:
+        """
+        The masking table's lines and the targets' lines.
+        """
+        lines = render_markdown(Results(masking=[masking_row()])).splitlines()
+
+        assert (
+            "| hoopgate, 3 columns masked | 5.00 | 200,000 | 16.0 | 53.0 | 74.2 | "
+            "1.0 | 92 | 0.40 | 0.27 |"
+        ) in lines
+        assert (
+            "| direct | 1.50 | 750,000 | 60.0 | 80.0 | - | - | - | 1.50 | 1.00 |"
+            in (lines)
+        )
+        assert (
+            "| masking, 1,000,000-row result, 3 masked columns: rows/s through "
+            "hoopgate | 200,000 rows/s | ≥ 100,000 rows/s | met |"
+        ) in lines
+        assert (
+            "| masking, 1,000,000-row result, 3 masked columns: gateway RSS growth "
+            "(peak - before, worst run) | 1.0 MiB | ≤ 64 MiB | met |"
+        ) in lines
+
+    def test_ssh_markdown(self) -> None:
+        """
+        MiB/s per contender with both ratios, the gateway's CPU and memory;
+        the login row with the ciphers; a contender without runs shows
+        dashes.
+        """
+        login = SshLoginRow()
+        login.seconds["direct"] = [0.4, 0.5, 0.3]
+        login.ciphers["hoopgate"] = ["aes128-ctr, hmac-sha2-256"]
+        results = Results(ssh=transfer_rows(), ssh_login=login)
+
+        lines = render_markdown(results).splitlines()
+
+        assert (
+            "| download | 100 | hoopgate | 1.25 | 80.0 | 0.80 | 1.78 | 40 | "
+            "70.0 / 72.0 |"
+        ) in lines
+        assert (
+            "| download | 100 | OpenSSH ProxyJump (bastion sshd) | 2.25 | 45.0 | "
+            "0.45 | 1.00 | - | - |"
+        ) in lines
+        assert (
+            "| upload | 100 | hoopgate | 1.00 | 100.0 | 0.50 | - | 50 | 70.0 / 74.0 |"
+            in (lines)
+        )
+        assert "| direct | 0.400 | - |" in lines
+        assert "| hoopgate | - | aes128-ctr, hmac-sha2-256 |" in lines
+
+    def test_round_trip_and_old_files(self) -> None:
+        """
+        The masking and SSH rows come back from JSON with their medians;
+        a file from before they existed still reads.
+        """
+        login = SshLoginRow()
+        login.seconds["proxyjump"] = [0.9]
+        login.ciphers["proxyjump"] = ["a, b", "c, d"]
+        results = Results(masking=[masking_row()], ssh=transfer_rows(), ssh_login=login)
+
+        data = json.loads(json.dumps(to_json(results)))
+        again = from_json(data)
+        old = {
+            k: v for k, v in data.items() if k not in ("masking", "ssh", "ssh_login")
+        }
+
+        assert again == results
+        assert data["masking"][0]["median"]["masking-on"]["rows_per_s"] == 200_000
+        assert data["ssh"][0]["median"]["direct"]["mib_per_s"] == 100.0
+        assert from_json(old) == Results()
+
+
 class ReportTests(SynchronousTestCase):
     """
     The Markdown table and the JSON file.
@@ -452,6 +718,142 @@ class ConfigurationTests(SynchronousTestCase):
             assert (target.port, target.tls_mode) == (5432, mode)
             assert [r.name for r in config.policy.guardrails] == ["no-destructive"]
             assert config.gateway.recordings == str(recordings)
+            assert config.policy.masking.rules == ()
+
+    def test_masking_gateway_config(self) -> None:
+        """
+        With masking, one enforce rule redacts the three columns of the
+        masking table; nothing else changes.
+        """
+        text = gateway_config(
+            self.servers, 15432, 18091, self.run_dir / "rec", True, masking=True
+        )
+
+        (rule,) = parse_config(text, "bench.yaml").policy.masking.rules
+
+        assert (rule.name, rule.mode, type(rule.strategy).__name__) == (
+            "bench-columns",
+            "enforce",
+            "Redact",
+        )
+        assert [c.text for c in rule.columns] == [
+            "public.bench_people.email",
+            "public.bench_people.ssn",
+            "public.bench_people.card",
+        ]
+        assert rule.detectors == ()
+
+    def ssh_servers(self) -> dict[str, str]:
+        """
+        The SSH variables of the services' env file, with a real key pair
+        and a known-hosts file for the target (written here).
+        """
+        key = Ed25519PrivateKey.generate()
+        private = self.run_dir / "client_ed25519"
+        private.write_bytes(
+            key.private_bytes(
+                ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption()
+            )
+        )
+        public = key.public_key().public_bytes(
+            ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH
+        )
+        (self.run_dir / "client_ed25519.pub").write_bytes(public + b" bench\n")
+        (self.run_dir / "host_ed25519.pub").write_bytes(public + b" host\n")
+        known = self.run_dir / "known_hosts"
+        known.write_text(f"[127.0.0.1]:2222 {public.decode()}\n")
+        return {
+            **self.servers,
+            "SSH_HOST": "127.0.0.1",
+            "SSH_PORT": "2222",
+            "SSH_USER": "root",
+            "SSH_CLIENT_KEY": str(private),
+            "SSH_KNOWN_HOSTS": str(known),
+            "SSH_HOST_KEY_PUB": str(self.run_dir / "host_ed25519.pub"),
+        }
+
+    def test_ssh_gateway_config_loads(self) -> None:
+        """
+        The SSH gateway's configuration passes hoopgate's validation: one
+        SSH listener, the sshd as target C{box} with the client key, and a
+        command allow-list of the benchmark's commands.
+        """
+        servers = self.ssh_servers()
+        text = ssh_gateway_config(
+            servers, 12222, 18092, self.run_dir / "rec", self.run_dir / "hk"
+        )
+
+        config = parse_config(text, "bench-ssh.yaml")
+
+        (listener,) = config.listeners
+        box = config.targets["box"]
+        (rule,) = config.policy.guardrails
+        assert (listener.protocol, listener.listen) == (
+            "ssh",
+            "tcp:12222:interface=127.0.0.1",
+        )
+        assert (box.protocol, box.port, box.credentials["main"].user) == (
+            "ssh",
+            2222,
+            "root",
+        )
+        assert rule.allow_only is not None
+        globs = rule.allow_only.command.lines
+        assert globs is not None
+        assert [g.text for g in globs] == ["head -c * /dev/zero", "wc -c", "true"]
+
+    def test_ssh_clients(self) -> None:
+        """
+        Each SSH contender's command line reads one configuration file;
+        ProxyJump goes through the bastion; the held-cipher contenders use
+        their own host entries; only the gateway's ssh gets the askpass
+        script, and the token is in an owner-only file, never an argument.
+        """
+        servers = self.ssh_servers()
+        bastion = Bastion(self.run_dir / "bastion", servers)
+        bastion.folder.mkdir()
+        (bastion.folder / "host_ed25519.pub").write_text("ssh-ed25519 AAAAbastion b\n")
+        gateway = SshGateway(self.run_dir / "gateway", servers)
+        gateway.folder.mkdir()
+        (gateway.folder / "ssh_host_ed25519.pub").write_text("ssh-ed25519 AAAAgw g\n")
+
+        clients = SshClients(
+            self.run_dir / "clients", servers, bastion, gateway, "the-token"
+        )
+
+        config = ["ssh", "-F", str(clients.config)]
+        assert clients.argv("direct", "true") == [*config, "target", "true"]
+        assert clients.argv("proxyjump", "wc -c", verbose=True) == [
+            *config,
+            "-v",
+            "-J",
+            "bastion",
+            "target",
+            "wc -c",
+        ]
+        assert clients.argv("proxyjump-ctr", "true")[3:6] == [
+            "-J",
+            "bastion-ctr",
+            "target-ctr",
+        ]
+        assert clients.argv("hoopgate", "true") == [*config, "hoopgate", "true"]
+        with pytest.raises(ValueError, match="no SSH contender"):
+            clients.argv("telnet", "true")
+        text = clients.config.read_text()
+        assert f"Port {gateway.port}\n  User box\n" in text
+        assert "Host target-ctr\n" in text
+        assert "  Ciphers aes128-ctr\n  MACs hmac-sha2-256\n" in text
+        known = (clients.folder / "known_hosts").read_text().splitlines()
+        assert known[1:] == [
+            f"[127.0.0.1]:{bastion.port} ssh-ed25519 AAAAbastion",
+            f"[127.0.0.1]:{gateway.port} ssh-ed25519 AAAAgw",
+        ]
+        assert "SSH_ASKPASS" not in clients.env("proxyjump")
+        askpass = Path(clients.env("hoopgate")["SSH_ASKPASS"])
+        assert "the-token" not in " ".join(clients.argv("hoopgate", "true"))
+        assert (clients.folder / "token").read_text() == "the-token"
+        assert (clients.folder / "token").stat().st_mode & 0o777 == 0o600
+        assert askpass.stat().st_mode & 0o777 == 0o700
 
     def test_libpq_env(self) -> None:
         """
