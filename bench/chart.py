@@ -95,7 +95,7 @@ def write_ssh_chart(results: Results, path: Path) -> bool:
     rows = [row for row in results.ssh if any(row.runs.values())]
     if not rows:
         return False
-    figure, axis = plt.subplots(figsize=(7.6, 4.2))
+    figure, axis = plt.subplots(figsize=(7.6, 4.8))
     width = 0.8 / len(SSH_CONTENDERS)
     for index, contender in enumerate(SSH_CONTENDERS):
         rates = [row.mib_per_s(contender) or 0.0 for row in rows]
@@ -116,7 +116,8 @@ def write_ssh_chart(results: Results, path: Path) -> bool:
     axis.set_ylabel("MiB/s (median, login included)")
     axis.set_ylim(bottom=0)
     axis.grid(alpha=0.3, axis="y")
-    axis.legend(fontsize=8)
+    # Below the axes, so no bar hides behind it.
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     machine = results.meta.get("cpu", "")
     axis.set_title(
         f"SSH exec transfers: direct, ProxyJump, hoopgate — {machine}", size=9
