@@ -168,6 +168,28 @@ DEFAULT_ALLOWED_FUNCTIONS: Final[frozenset[str]] = frozenset(
         # session information
         "version", "current_user", "current_database", "current_schema",
         "pg_backend_pid", "pg_typeof", "gen_random_uuid",
+        # catalog inspection, as psql's meta-commands and drivers use it
+        # (each only reads the catalog)
+        "pg_table_is_visible", "pg_type_is_visible",
+        "pg_function_is_visible", "pg_operator_is_visible",
+        "pg_opclass_is_visible", "pg_collation_is_visible",
+        "pg_conversion_is_visible", "pg_ts_config_is_visible",
+        "pg_statistics_obj_is_visible", "pg_get_userbyid", "format_type",
+        "pg_get_expr", "pg_get_indexdef", "pg_get_constraintdef",
+        "pg_get_triggerdef", "pg_get_viewdef", "pg_get_ruledef",
+        "pg_get_function_arguments", "pg_get_function_result",
+        "pg_get_function_identity_arguments", "pg_get_partkeydef",
+        "pg_get_partition_constraintdef", "pg_get_statisticsobjdef_columns",
+        "pg_get_serial_sequence", "obj_description", "col_description",
+        "shobj_description", "pg_encoding_to_char", "pg_char_to_encoding",
+        "pg_relation_size", "pg_total_relation_size", "pg_table_size",
+        "pg_indexes_size", "pg_database_size", "pg_size_pretty",
+        "pg_postmaster_start_time", "pg_conf_load_time",
+        "pg_is_in_recovery", "pg_relation_is_publishable", "array_lower",
+        "array_upper", "pg_get_publication_tables",
+        "generate_subscripts", "current_setting", "has_table_privilege",
+        "has_schema_privilege", "has_database_privilege",
+        "pg_has_role", "inet_server_addr", "inet_server_port",
         # harmless, and useful to hold a statement open in tests
         "pg_sleep",
     }
