@@ -253,7 +253,9 @@ def _output(command: list[str]) -> str:
         )
     except OSError as e:
         return f"({e.strerror})"
-    return (done.stdout or done.stderr).strip().splitlines()[0] if done.stdout else ""
+    # Some tools (ssh -V) print their version on standard error.
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _cpu_model() -> str:
@@ -295,6 +297,7 @@ def machine_meta(settings: Settings) -> dict[str, str]:
         "PostgreSQL": _output(["/usr/lib/postgresql/15/bin/postgres", "--version"]),
         "pgbench": _output(["pgbench", "--version"]),
         "PgBouncer": _output(["pgbouncer", "--version"]),
+        "OpenSSH": _output(["ssh", "-V"]),
         "Python / Twisted / pyOpenSSL": (
             f"{platform.python_version()} / {twisted.__version__} / "
             f"{OpenSSL.__version__}"
