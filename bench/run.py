@@ -955,9 +955,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--run-prefix",
         # mkdtemp makes a new directory of its own (mode 0700), never reuses one.
-        default="/tmp/hg-bench.",  # noqa: S108
+        default=os.environ.get("HG_BENCH_RUN_PREFIX", "/tmp/hg-bench."),  # noqa: S108
         help="where the run directory goes: PREFIX followed by random "
-        "characters (default: %(default)s)",
+        "characters (default: $HG_BENCH_RUN_PREFIX, or %(default)s)",
     )
     parser.add_argument(
         "--render",
