@@ -41,7 +41,6 @@ from attrs import frozen
 
 import twisted
 from bench import measure
-from bench.chart import write_postgres_chart, write_ssh_chart
 from bench.report import (
     BYTES_PER_MIB,
     CONTENDERS,
@@ -924,6 +923,10 @@ def write_results(results: Results) -> list[Path]:
     written = [RESULTS / "latest.md", RESULTS / "latest.json"]
     written[0].write_text(render_markdown(results))
     written[1].write_text(json.dumps(to_json(results), indent=2) + "\n")
+    # matplotlib comes with the bench extra only (make bench installs it);
+    # importing it here keeps the rest of this module importable without.
+    from bench.chart import write_postgres_chart, write_ssh_chart  # noqa: PLC0415
+
     chart = RESULTS / "postgres.png"
     if write_postgres_chart(results, chart):
         written.append(chart)
