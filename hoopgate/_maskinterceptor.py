@@ -270,6 +270,30 @@ def _deny_detail(uses: Iterable[tuple[int, StatementPart, ColumnUse]]) -> str:
     return " | ".join(dict.fromkeys(lines))
 
 
+# Catalog views that hold sample values of columns (most common values,
+# histogram bounds): strict masking refuses reading them.
+_STATISTICS = frozenset(
+    {
+        "pg_catalog.pg_stats",
+        "pg_catalog.pg_stats_ext",
+        "pg_catalog.pg_stats_ext_exprs",
+        "pg_catalog.pg_statistic",
+        "pg_catalog.pg_statistic_ext_data",
+    }
+)
+
+
+def _statistics_read(parts: Sequence[StatementPart]) -> str:
+    """
+    The first statistics view a statement reads, or C{""}.
+    """
+    for part in parts:
+        for relation in part.reads:
+            if relation in _STATISTICS:
+                return relation
+    return ""
+
+
 @implementer(IInterceptor, IObserver)
 class MaskingInterceptor:
     """
@@ -364,11 +388,16 @@ class MaskingInterceptor:
         )
         self.dry_run_hits.update(note.rule for note in notes)
         refused = self._uses(parts, masking, True)
-        if not refused:
+        statistics = _statistics_read(parts) if masking.strict else ""
+        if not refused and not (statistics and masking.of_mode(True)):
             return Allow(notes=notes) if notes else ALLOW
 
-        rule = refused[0][2].rule.name
-        detail = _deny_detail(refused)
+        if refused:
+            rule = refused[0][2].rule.name
+            detail = _deny_detail(refused)
+        else:
+            rule = masking.of_mode(True)[0].name
+            detail = f"{rule}: {statistics} holds sample values of columns"
         self.blocked[rule] += 1
         self._log.warn(
             "Masking rule {rule} refused statement {statement_id} of session "

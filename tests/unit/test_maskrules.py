@@ -519,6 +519,23 @@ class TestStatements:
         assert isinstance(copied, Deny)
         assert "must name its columns" in copied.reason.detail
 
+    def test_strict_refuses_statistics(self) -> None:
+        """
+        With strict on, reading pg_stats (whose most common values and
+        histogram bounds are column values) is refused for an identity
+        masking applies to; without strict it is allowed.
+        """
+        stage = MaskingInterceptor(masking_policy())
+        loose = masking_policy(POLICY.replace("strict: true", "strict: false"))
+        read = statement(part(reads=("pg_catalog.pg_stats",), columns=("*",)))
+
+        verdict = stage.decide(read, context(stage._policy))
+
+        assert isinstance(verdict, Deny)
+        assert verdict.reason.code == "masking.blocked"
+        assert "pg_catalog.pg_stats holds sample values" in verdict.reason.detail
+        assert MaskingInterceptor(loose).decide(read, context(loose)) is ALLOW
+
     def test_no_rules_for_identity(self) -> None:
         """
         An identity no rule applies to is not judged.
