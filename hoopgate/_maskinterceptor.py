@@ -380,7 +380,14 @@ class MaskingInterceptor:
     ) -> Verdict:
         parts = statement_parts(event)
         effects = frozenset(p.effect for p in parts)
-        state.add(event.statement_id, _Statement(effects, masking.touches(parts, True)))
+        # Errors of a statement on a table with masked columns may quote
+        # its rows (a failing row, a key that is not present): they are
+        # made generic, whatever the statement does with the columns.
+        on_masked = any(
+            masking.masked_columns((*p.reads, *p.writes), True) for p in parts
+        )
+        touches = on_masked or masking.touches(parts, True)
+        state.add(event.statement_id, _Statement(effects, touches))
 
         dry = self._uses(parts, masking, False)
         notes = tuple(

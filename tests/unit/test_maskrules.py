@@ -763,7 +763,8 @@ class TestDiagnostics:
 
     def test_values_of_the_result(self) -> None:
         """
-        A value the statement's result masked is masked in its errors.
+        An error of a statement on a table with masked columns never
+        quotes a value (a failing row, a missing key): it is made generic.
         """
         policy = masking_policy("rules: [{name: p, columns: [public.customers.ssn]}]")
         stage = MaskingInterceptor(policy)
@@ -773,19 +774,10 @@ class TestDiagnostics:
         plan([b"123-45-6789"])
 
         verdict = stage.decide(self._diagnostic(M="row 123-45-6789 failed"), ctx)
-        stage.observe(
-            StatementCompleted(
-                session_id=SESSION, protocol="postgres", statement_id="s1", status="ok"
-            ),
-            ALLOW,
-            ctx,
-        )
-        after = stage.decide(self._diagnostic(M="row 123-45-6789 failed"), ctx)
 
         assert isinstance(verdict, Rewrite)
         assert isinstance(verdict.event, DiagnosticReceived)
-        assert ("M", "row [masked] failed") in verdict.event.fields
-        assert after is ALLOW
+        assert all("123-45-6789" not in text for _, text in verdict.event.fields)
 
     def test_clean_text_allowed(self) -> None:
         """
