@@ -199,6 +199,8 @@ FRONTEND_LIMITS: Mapping[int, int] = {
 }
 """Per-type length limits for client messages, the same as PostgreSQL's."""
 
+_FRONTEND_TYPES = frozenset(int(t) for t in FrontendType)
+
 _ERROR_SEVERITIES = frozenset({"ERROR", "FATAL", "PANIC"})
 _NOTICE_SEVERITIES = frozenset(
     {"WARNING", "NOTICE", "DEBUG", "INFO", "LOG"},
@@ -1023,6 +1025,12 @@ class FrontendReader(MessageReader):
             limits = FRONTEND_LIMITS
 
         super().__init__(max_length=max_length, limits=limits)
+
+        # A type byte no client message has is refused at its header, not
+        # after its claimed length was buffered.
+        for type_byte in range(256):
+            if type_byte not in _FRONTEND_TYPES and type_byte not in limits:
+                self._limits[type_byte] = SMALL_MESSAGE_LENGTH
 
     def read_startup(self) -> StartupPacket | None:
         """

@@ -487,12 +487,21 @@ def _unknown(text: str, reason: str, parse_error: str | None = None) -> Classifi
     )
 
 
+_MAX_COMMENT_OPENERS = 1000
+
+
 def _doubt(text: str, state: SessionState) -> str | None:
     """
     Why the server might read the text otherwise than the parser, if so.
     """
     if "\x00" in text:
         return "the text contains a NUL character"
+
+    # The parser's scanner takes time growing with the square of nested
+    # comments; past this many openers the text is refused unread rather
+    # than stall the gateway for every session.
+    if text.count("/*") > _MAX_COMMENT_OPENERS:
+        return "the text opens too many comments to classify"
 
     if not text.isascii():
         encoding = re.sub(r"[^0-9a-z]", "", state.client_encoding.lower())

@@ -257,3 +257,26 @@ class CleartextTests(SynchronousTestCase):
         assert (kind, fields["C"]) == ("E", "28000")
         assert "TLS" in fields["M"]
         assert gateway.requests == []
+
+
+class ReaderLimitTests(SynchronousTestCase):
+    """
+    The client reader refuses what no client sends before buffering it.
+    """
+
+    def test_unknown_type_refused_at_header(self) -> None:
+        """
+        A message with a type byte no client message has is refused as
+        soon as its header arrives, whatever length it claims.
+        """
+        reader = pg.FrontendReader()
+        reader.feed(b"z" + (300 << 20).to_bytes(4, "big"))
+
+        try:
+            reader.next_frame()
+        except pg.ProtocolViolation as e:
+            message = e.message
+        else:
+            raise AssertionError("the reader buffered an unknown message")
+
+        assert "exceeds the limit of 10000" in message

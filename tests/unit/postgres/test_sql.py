@@ -1452,3 +1452,15 @@ def test_psql_meta_commands_are_reads(query: str) -> None:
     or refuses them.
     """
     assert [c.effect for c in classify(query)] == [Effect.READ]
+
+
+def test_too_many_comments_refused_unread() -> None:
+    """
+    Text opening more comments than the classifier will scan (the
+    parser's cost grows with their square) is unknown at once, with the
+    reason, instead of stalling the gateway.
+    """
+    [result] = classify("select 1 " + "/*" * 100_000)
+
+    assert result.effect == Effect.UNKNOWN
+    assert result.reason == "the text opens too many comments to classify"
