@@ -78,6 +78,7 @@ from hoopgate._guardrails import (
     HttpConditions,
     StatementConditions,
     _read_conditions,
+    read_groups,
     request_path,
     statement_parts,
 )
@@ -404,9 +405,7 @@ def read_approval_rule(reader: ConfigReader) -> ApprovalRule:
         ConfigError: Naming the key and line of the mistake.
     """
     mode = reader.choice("mode", MODES, "hold")
-    groups = reader.strings("groups", ())
-    if "*" in groups:
-        raise reader.error("groups", "'*' is not a group; use subjects: ['*']")
+    groups = read_groups(reader)
     when = _read_conditions(reader, "when")
     if mode == "session" and when is not None:
         raise reader.error("when", "a session rule is about whole targets: no when")

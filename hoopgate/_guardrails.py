@@ -1457,6 +1457,17 @@ def _read_conditions(reader: ConfigReader, key: str) -> Conditions | None:
     return conditions
 
 
+def read_groups(reader: ConfigReader) -> tuple[str, ...]:
+    """
+    The C{groups} a rule of any family is scoped to; C{*} is refused,
+    since "every identity" is C{subjects: ['*']}.
+    """
+    groups = reader.strings("groups", ())
+    if "*" in groups:
+        raise reader.error("groups", "'*' is not a group; use subjects: ['*']")
+    return groups
+
+
 def read_guardrail(reader: ConfigReader) -> GuardrailRule:
     """
     Validate one entry of C{policy.guardrails}.
@@ -1464,9 +1475,7 @@ def read_guardrail(reader: ConfigReader) -> GuardrailRule:
     Raises:
         ConfigError: Naming the key and line of the mistake.
     """
-    groups = reader.strings("groups", ())
-    if "*" in groups:
-        raise reader.error("groups", "'*' is not a group; use subjects: ['*']")
+    groups = read_groups(reader)
 
     rule = GuardrailRule(
         name=reader.string("name"),

@@ -54,6 +54,7 @@ from hoopgate._events import (
 from hoopgate._guardrails import (
     RelationPattern,
     parse_relation_pattern,
+    read_groups,
     statement_parts,
 )
 from hoopgate._identity import Identity
@@ -780,9 +781,7 @@ def read_mask_rule(
     Raises:
         ConfigError: Naming the key and line of the mistake.
     """
-    groups = reader.strings("groups", ())
-    if "*" in groups:
-        raise reader.error("groups", "'*' is not a group; use subjects: ['*']")
+    groups = read_groups(reader)
 
     rule = MaskRule(
         name=reader.string("name"),
