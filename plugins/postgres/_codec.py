@@ -180,6 +180,10 @@ SMALL_MESSAGE_LENGTH = 10_000
 MAX_AUTH_MESSAGE_LENGTH = 65_535 + 4
 """PostgreSQL's limit for a password or SASL message (payload 65535)."""
 
+MAX_COUNT = 65_535
+"""The most elements a counted list holds: parameters, format codes,
+columns (the count is an unsigned 16-bit number)."""
+
 MIN_CANCEL_KEY = 4
 """The shortest cancel key (protocol 3.0 keys are exactly 4 bytes)."""
 
@@ -207,6 +211,7 @@ _NOTICE_SEVERITIES = frozenset(
 )
 
 _I16 = struct.Struct(">h")
+_U16 = struct.Struct(">H")
 _I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
 _HEADER = struct.Struct(">Bi")
@@ -1149,12 +1154,13 @@ class _Cursor:
 
     def count(self) -> int:
         """
-        Read a 16-bit element count, refusing negative ones.
-        """
-        value = self.int16()
-        if value < 0:
-            raise self.fail(f"negative count {value}")
+        Read a 16-bit element count, which is unsigned.
 
+        PostgreSQL reads the counts of parameters and format codes as
+        unsigned 16-bit numbers (up to 65,535) and sends its column and
+        parameter counts the same way; its clients read them so.
+        """
+        value: int = _U16.unpack_from(self._data, self._advance(2))[0]
         return value
 
     def int32(self) -> int:
@@ -2202,12 +2208,12 @@ def _uint32(value: int) -> bytes:
 
 def _count(values: Sequence[object]) -> bytes:
     """
-    Pack the 16-bit element count of a list.
+    Pack the unsigned 16-bit element count of a list.
     """
-    if len(values) > 0x7FFF:
+    if len(values) > MAX_COUNT:
         raise ValueError(f"{len(values)} elements do not fit in a message")
 
-    return _I16.pack(len(values))
+    return _U16.pack(len(values))
 
 
 def _formats(codes: Sequence[int]) -> bytes:
