@@ -7,6 +7,15 @@ approvals authenticate their own way: an approver signs in with their
 directory password (HTTP Basic for the API, a form on the page a link
 opens), a requester of access with their OIDC token.
 
+Whatever the token says, the listener answers only requests whose
+C{Host} names it (its address, C{localhost} on loopback, the approvals'
+C{public_url}, C{gateway.admin.allowed_hosts}), so a page that rebinds
+its own name to the listener's address learns and changes nothing; and
+it refuses requests that change state when their C{Origin} (or
+C{Referer}) is another site, so a page in the operator's browser cannot
+post to it.  A method a resource does not serve is a 405 naming those it
+does.
+
 test-case-name: tests.unit.test_admin
 """
 
@@ -15,11 +24,12 @@ from __future__ import annotations
 import base64
 import hmac
 import html
+import ipaddress
 import json
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import attrs
@@ -38,6 +48,7 @@ from hoopgate._approvals import (
     ApprovalService,
     BadTokenError,
     VoteOutcome,
+    admin_base_url,
     parse_duration,
     session_rule,
 )
@@ -105,14 +116,33 @@ class _Sessions(_Leaf):
         deferred.addCallback(send)
         return server.NOT_DONE_YET
 
-    def render_POST(self, request: IRequest) -> bytes:
+    def render_POST(self, request: IRequest) -> bytes | int:
         if not self.admin.authorized(request):
             return _json(request, 401, {"error": "admin token required"})
-        parts = [p for p in request.postpath if p]
-        if len(parts) != 2 or parts[1] != b"terminate":
+        parts = _parts(request)
+        if len(parts) != 2 or parts[1] != "terminate":
             return _json(request, 404, {"error": "POST /sessions/ID/terminate"})
-        self.admin.gateway.terminate(parts[0].decode("ascii", "replace"))
-        return _json(request, 202, {"status": "terminating"})
+        work = self._terminate(parts[0]).addErrback(_refusal)
+        return _deliver(request, work, _api_reply)
+
+    def _terminate(self, session_id: str) -> Deferred[Reply]:
+        """
+        End a live session, here or in another process sharing the
+        store; an id no process registered is a 404.
+        """
+        gateway = self.admin.gateway
+        if session_id in gateway.sessions:
+            gateway.terminate(session_id)
+            return succeed((202, {"status": "terminating"}))
+
+        def known(value: str | None) -> Deferred[Reply] | Reply:
+            if value is None:
+                return 404, {"error": f"no live session {session_id}"}
+            sent: Deferred[Any] = gateway.terminate(session_id)
+            return sent.addCallback(lambda _: (202, {"status": "terminating"}))
+
+        found: Deferred[str | None] = gateway.store.get(f"session:{session_id}")
+        return found.addCallback(known)
 
 
 def plugin_resources(gateway: Gateway) -> resource.Resource:
@@ -139,7 +169,10 @@ _CSRF_COOKIE = b"hoopgate_csrf"
 _PAGE_HEADERS = {
     b"content-type": b"text/html; charset=utf-8",
     b"cache-control": b"no-store",
-    b"referrer-policy": b"no-referrer",
+    # Same-origin, not no-referrer: under no-referrer browsers send
+    # "Origin: null" with the page's own form posts, which the listener
+    # must refuse; other sites still get no referrer (the link's token).
+    b"referrer-policy": b"same-origin",
     b"x-frame-options": b"DENY",
     b"x-content-type-options": b"nosniff",
     b"content-security-policy": (
@@ -449,7 +482,8 @@ class ApprovalPage(_Leaf):
     (the approver's directory login and password, a simple bind) shows
     the request in full and a form to approve or deny with a reason.
     Both forms are POSTs protected against cross-site requests (a cookie
-    that must match a form field, and the C{Origin} when sent); the link
+    that must match a form field, and the C{Origin} or C{Referer} when
+    sent, as for every POST to the listener); the link
     is bound to its approver and request, expires, and decides once.
     """
 
@@ -508,12 +542,7 @@ class ApprovalPage(_Leaf):
         field = _arg(request, "csrf").encode()
         if not cookie or not hmac.compare_digest(cookie, field):
             return False
-        origin = request.getHeader("origin")
-        if origin is None or origin == "null":
-            return origin is None
-        ours = urlsplit(self.service.base_url)
-        theirs = urlsplit(origin)
-        return (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
+        return self.admin.cross_site(request) is None
 
     def _open(self, token: str) -> Deferred[tuple[ApprovalRequest, str]]:
         """
@@ -638,6 +667,206 @@ def _arg(request: IRequest, name: str) -> str:
     return values[0].decode("utf-8", "replace")[:4096]
 
 
+# -- the listener's guard ---------------------------------------------------
+
+#: Methods that change nothing, so a cross-site request does no harm.
+_SAFE_METHODS: Final = frozenset({b"GET", b"HEAD"})
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+#: What a host name or an address in a C{Host} header may hold.
+_HOST_CHARACTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-:")
+
+#: Control characters as escapes, for log lines.
+_CONTROL_ESCAPES: Final = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
+
+#: A scheme, a normalised host and a port: what makes a web origin.
+Origin = tuple[str, str, int]
+
+
+def _normal_host(name: str) -> str:
+    """
+    A host name in lower case without a final dot, or an address in its
+    canonical form (C{::1} for C{0:0::1}).
+    """
+    name = name.lower().strip("[]").rstrip(".")
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
+def _host_header(value: str) -> tuple[str, int | None] | None:
+    """
+    The host and port a C{Host} header names; C{None} when it is not a
+    plain C{host[:port]}.
+    """
+    parts = urlsplit(f"//{value}")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    extra = parts.username, parts.password
+    if not host or extra != (None, None) or parts.path or parts.query:
+        return None
+    if parts.fragment or not set(host) <= _HOST_CHARACTERS:
+        return None
+    return _normal_host(host), port
+
+
+def _origin(url: str) -> Origin | None:
+    """
+    The origin of an C{http} or C{https} URL, or C{None}.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        return None
+    return scheme, _normal_host(parts.hostname), port
+
+
+def _loggable(value: str | bytes | None, limit: int = 200) -> str:
+    """
+    A client-supplied value for a log line: clipped, control characters
+    and non-ASCII escaped.
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    clipped = value[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    return clipped.translate(_CONTROL_ESCAPES)
+
+
+def _origin_text(url: str | None) -> str | None:
+    """
+    The origin part of a URL, to log a C{Referer} without its path.
+    """
+    if url is None:
+        return None
+    origin = _origin(url)
+    return f"{origin[0]}://{origin[1]}:{origin[2]}" if origin else "(not a URL)"
+
+
+def _loggable_path(request: IRequest) -> str:
+    """
+    The request's path for logs, without the query and with an approval
+    link's token left out.
+    """
+    path = (request.path or b"").decode("utf-8", "replace")
+    if path.startswith("/approve/"):
+        path = "/approve/(link)"
+    return _loggable(path)
+
+
+def _access_line(timestamp: str, request: Any) -> str:
+    """
+    The access log's line for a request: no query string, no referrer,
+    no approval link token.
+    """
+    length = request.sentLength or "-"
+    return (
+        f'"{_loggable(request.getClientAddress().host)}" - - {timestamp} '
+        f'"{_loggable(request.method)} {_loggable_path(request)} '
+        f'{_loggable(request.clientproto)}" {request.code} {length} '
+        f'"{_loggable(request.getHeader(b"user-agent"))}"'
+    )
+
+
+def _plain(request: IRequest, code: int, text: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    if request.method == b"HEAD":
+        request.setHeader(b"content-length", b"%d" % (len(text) + 1))
+        return b""
+    return text.encode("utf-8") + b"\n"
+
+
+class _Answer(resource.Resource):
+    """
+    A fixed plain answer to any method: a refusal, a 404 or a 405.
+    """
+
+    isLeaf = True
+
+    def __init__(self, code: int, text: str, allow: tuple[bytes, ...] = ()) -> None:
+        # As in _Leaf: Resource.__init__ has no annotations.
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.code = code
+        self.text = text
+        self.allow = allow
+
+    def render(self, request: IRequest) -> bytes:
+        if self.code == 405:
+            request.setHeader(b"allow", b", ".join(self.allow))
+        return _plain(request, self.code, self.text)
+
+
+def _methods(found: object) -> tuple[bytes, ...] | None:
+    """
+    The methods a resource serves, when it lets L{resource.Resource}
+    dispatch to its C{render_METHOD}s (C{None}: it renders itself).
+    HEAD counts only where GET is served or HEAD is its own.
+    """
+    if not isinstance(found, resource.Resource):
+        return None
+    kind = type(found)
+    if kind.render is not resource.Resource.render:
+        return None
+    methods = {
+        name.removeprefix("render_").encode("ascii")
+        for name in dir(kind)
+        if name.startswith("render_") and name != "render_HEAD"
+    }
+    if b"GET" in methods or kind.render_HEAD is not resource.Resource.render_HEAD:
+        methods.add(b"HEAD")
+    return tuple(sorted(methods))
+
+
+def _served(found: Any, method: bytes) -> Any:
+    """
+    C{found}, or the answer for a method it does not serve: 405 with
+    C{Allow}, or 404 for a resource that serves nothing (a folder).
+    """
+    methods = _methods(found)
+    if methods is None or method in methods:
+        return found
+    if not methods:
+        return _Answer(404, "not found")
+    allowed = ", ".join(m.decode("ascii") for m in methods)
+    return _Answer(405, f"method not allowed here (allowed: {allowed})", methods)
+
+
+class _GuardedSite(server.Site):
+    """
+    The admin site: every request passes L{AdminSite.refusal} before any
+    resource sees it, and unserved methods never reach a resource.
+    """
+
+    def __init__(self, admin: AdminSite) -> None:
+        # Twisted's Site and its getResourceFor have no annotations.
+        super().__init__(  # type: ignore[no-untyped-call]
+            admin.root, logFormatter=_access_line
+        )
+        self.admin = admin
+        self.displayTracebacks = False
+
+    def getResourceFor(self, request: IRequest) -> Any:
+        reason = self.admin.refusal(request)
+        if reason is not None:
+            self.admin.log_refusal(request, reason)
+            return _Answer(403, f"refused: {reason}")
+        found = super().getResourceFor(request)  # type: ignore[no-untyped-call]
+        return _served(found, request.method)
+
+
 class AdminSite:
     """
     The admin listener's resources.
@@ -678,9 +907,105 @@ class AdminSite:
         """
         The site to listen with.
         """
-        site = server.Site(self.root)
-        site.displayTracebacks = False
-        return site
+        return _GuardedSite(self)
+
+    # Which requests the listener answers.
+
+    def _public_origin(self) -> Origin | None:
+        approvals = self.gateway.config.gateway.approvals
+        url = approvals.public_url if approvals is not None else None
+        return _origin(url) if url else None
+
+    def host_names(self, request: IRequest) -> frozenset[str]:
+        """
+        The names a request's C{Host} may give: the address it reached
+        (and C{localhost} if that is loopback), the configured interface,
+        the approvals' C{public_url} host and C{gateway.admin.allowed_hosts}.
+        """
+        settings = self.gateway.config.gateway
+        names = {_normal_host(n) for n in settings.admin_allowed_hosts}
+        configured = urlsplit(admin_base_url(settings.admin_listen)).hostname
+        names.add(_normal_host(configured or ""))
+        local = _normal_host(str(getattr(request.getHost(), "host", "")))
+        names.add(local)
+        try:
+            if ipaddress.ip_address(local).is_loopback:
+                names.add("localhost")
+        except ValueError:
+            pass
+        public = self._public_origin()
+        if public is not None:
+            names.add(public[1])
+        names.discard("")
+        return frozenset(names)
+
+    def own_origins(self, request: IRequest) -> frozenset[Origin]:
+        """
+        The origins of pages this listener served for a request's C{Host}
+        (and the approvals' C{public_url}): the only ones that may post.
+        """
+        scheme = "https" if self.gateway.config.gateway.admin_tls else "http"
+        origins = set()
+        named = _host_header(request.getHeader("host") or "")
+        if named is not None:
+            host, port = named
+            origins.add((scheme, host, port or _DEFAULT_PORTS[scheme]))
+        public = self._public_origin()
+        if public is not None:
+            origins.add(public)
+        return frozenset(origins)
+
+    def cross_site(self, request: IRequest) -> str | None:
+        """
+        Why a request seems to come from another site's page, if it does:
+        its C{Origin}, or without one its C{Referer}, is not one of
+        L{own_origins}.  A request with neither (a command-line client)
+        does not.
+        """
+        sent = request.getHeader("origin")
+        if sent is None:
+            referer = request.getHeader("referer")
+            if referer is None:
+                return None
+            sent = referer
+        origin = _origin(sent)
+        if origin is None or origin not in self.own_origins(request):
+            return "the request came from another site's page"
+        return None
+
+    def refusal(self, request: IRequest) -> str | None:
+        """
+        Why the listener refuses a request before any resource sees it:
+        a C{Host} that is not one of L{host_names}, or a state-changing
+        request from another site's page (L{cross_site}).
+        """
+        header = request.getHeader("host")
+        if header is None:
+            return "the request has no Host header"
+        named = _host_header(header)
+        if named is None:
+            return "the Host header is not a host name"
+        if named[0] not in self.host_names(request):
+            return "the Host header names another site"
+        if request.method in _SAFE_METHODS:
+            return None
+        return self.cross_site(request)
+
+    def log_refusal(self, request: IRequest, reason: str) -> None:
+        """
+        Log a refused request, with what it claimed.
+        """
+        self._log.warn(
+            "Refused {method} {path} from {peer} on the admin listener: "
+            "{reason} (Host {host}, Origin {origin}, Referer {referer})",
+            method=_loggable(request.method),
+            path=_loggable_path(request),
+            peer=_loggable(str(getattr(request.getClientAddress(), "host", ""))),
+            reason=reason,
+            host=_loggable(request.getHeader("host")),
+            origin=_loggable(request.getHeader("origin")),
+            referer=_loggable(_origin_text(request.getHeader("referer"))),
+        )
 
     def factory(self) -> server.Site | TLSMemoryBIOFactory:
         """

@@ -126,6 +126,8 @@ class GatewaySettings:
         admin_token: Required for admin actions that change state, if set.
         admin_tls: Certificate and key when the admin listener speaks
             HTTPS.
+        admin_allowed_hosts: More names (lower case) the admin listener
+            answers to in the C{Host} header, beside its own address.
         recordings: Folder for session recordings.
         on_recording_failure: C{close} ends the session when a record
             cannot be written; C{continue} goes on and logs.
@@ -146,6 +148,7 @@ class GatewaySettings:
     redis: RedisSettings | None = None
     approvals: ApprovalSettings | None = None
     admin_tls: TLSFiles | None = None
+    admin_allowed_hosts: tuple[str, ...] = ()
 
 
 @frozen
@@ -181,6 +184,7 @@ def _read_gateway(reader: ConfigReader) -> GatewaySettings:
         admin_listen=admin.string("listen", "tcp:8091:interface=127.0.0.1"),
         admin_token=admin.secret("token") if admin.has("token") else None,
         admin_tls=_read_tls_files(admin) if admin.has("tls") else None,
+        admin_allowed_hosts=_read_host_names(admin, "allowed_hosts"),
         recordings=recordings.string("directory", "var/recordings"),
         on_recording_failure=recordings.choice(
             "on_failure", ("close", "continue"), "close"
@@ -199,6 +203,17 @@ def _read_gateway(reader: ConfigReader) -> GatewaySettings:
         section.done()
     reader.done()
     return settings
+
+
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[?[0-9a-f:.]+\]?")
+
+
+def _read_host_names(reader: ConfigReader, key: str) -> tuple[str, ...]:
+    names = tuple(n.lower().rstrip(".") for n in reader.strings(key, ()))
+    for name in names:
+        if not _HOST_NAME.fullmatch(name):
+            raise reader.error(key, f"{name!r} is not a host name or address")
+    return tuple(n.strip("[]") for n in names)
 
 
 def _read_tls_files(reader: ConfigReader) -> TLSFiles:
