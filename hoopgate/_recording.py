@@ -14,13 +14,35 @@ expressions, every literal and bound parameter
 (L{hoopgate._maskrules.RecordMasker}).  Each line is flushed as it is
 written, so a crash loses nothing the client was already told.
 
+Lines stay small whatever the client sends.  A statement's text is
+written once: each classified part names its place in it as C{span},
+C{[start, end]} in characters, and carries its own C{text} only when
+masking made it differ from that place.  A text longer than the
+recorder's C{max_text} keeps its first C{max_text} characters, beside
+C{text_length} (the whole length) and C{text_sha256} (the SHA-256 of the
+whole text in UTF-8), all as masking left it; a span may then reach
+past the kept text.  Error messages (C{error_message_length},
+C{error_message_sha256}) and each text of an error or notice (listed in
+C{cut_fields}) are cut the same way.  Bound parameters share one
+allowance of C{max_text} characters: the values that do not fit are
+left out, the one that crosses it is cut (its C{value_length} says by
+how much), and C{parameters_count} and C{parameters_sha256} (over the
+compact JSON array of them all) say what was there.
+
+Sequence numbers rise by one per line of a session's file, whatever
+arrives after its closing line (a session ended at once may still hear
+from its target): the file is reopened and counting goes on from its
+last line, which always ends with C{seq}.
+
 test-case-name: tests.unit.test_recording
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +57,8 @@ from hoopgate._events import (
     Event,
     SessionClosed,
     SessionRefused,
+    StatementBound,
+    StatementCompleted,
     StatementReceived,
 )
 from hoopgate._interfaces import IObserver
@@ -44,7 +68,20 @@ from hoopgate._verdicts import Allow, Deny, Hold, Rewrite, Verdict
 
 FORMAT_VERSION = 1
 
+DEFAULT_MAX_TEXT = 64 * 1024
+"""Characters of one text a line keeps by default (64 KiB)."""
+
 _FINAL = (SessionClosed, SessionRefused)
+
+# What a parameter costs beyond its value, so that a long list of
+# NULLs cannot make a long line either.
+_PARAMETER_COST = 32
+
+# The end of every whole line: its sequence number.  A JSON string never
+# holds a raw line break, so the pattern cannot match inside a value.
+_LAST_SEQ = re.compile(rb'"seq":(\d+)\}\n')
+_TAIL_CHUNK = 64 * 1024
+_SEQ_WIDTH = 32
 
 
 def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
@@ -119,10 +156,139 @@ def event_fields(event: Event) -> dict[str, Any]:
     """
     fields: dict[str, Any] = _plain(event)
     if isinstance(event, StatementReceived):
-        fields["text"] = redact_passwords(event.text)
-        for part in fields["parts"]:
-            part["text"] = redact_passwords(part["text"])
+        text = fields["text"] = redact_passwords(event.text)
+        for part, source in zip(fields["parts"], event.parts, strict=True):
+            whole = source.text == event.text
+            part["text"] = text if whole else redact_passwords(source.text)
     return fields
+
+
+def _whole_parts(event: Event, fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """
+    Take the text out of the parts that are the whole statement, so
+    that it is masked, and written, once.
+    """
+    if not isinstance(event, StatementReceived):
+        return []
+    whole = [
+        part
+        for part, source in zip(fields["parts"], event.parts, strict=True)
+        if source.text == event.text
+    ]
+    for part in whole:
+        part["text"] = ""
+    return whole
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _cut(fields: dict[str, Any], key: str, limit: int) -> None:
+    """
+    Keep the first C{limit} characters of C{fields[key]}, with the whole
+    length and hash beside them.
+    """
+    text = fields.get(key)
+    if not isinstance(text, str) or len(text) <= limit:
+        return
+
+    fields[key] = text[:limit]
+    fields[f"{key}_length"] = len(text)
+    fields[f"{key}_sha256"] = _sha256(text)
+
+
+def _place_parts(fields: dict[str, Any], limit: int) -> None:
+    """
+    Point each part of a statement at its place in the whole text, then
+    cut the text.
+    """
+    text: str = fields["text"]
+    position = 0
+
+    for part in fields["parts"]:
+        own = part.pop("text")
+        if own is None:
+            # The whole statement, masked as the whole was.
+            part["span"] = [0, len(text)]
+            continue
+        start = text.find(own, position)
+        if start < 0:
+            part["text"] = own
+            _cut(part, "text", limit)
+            continue
+        position = start + len(own)
+        part["span"] = [start, position]
+
+    _cut(fields, "text", limit)
+
+
+def _cut_parameters(fields: dict[str, Any], limit: int) -> None:
+    """
+    Keep the bound parameters that fit in C{limit} characters.
+    """
+    parameters: list[dict[str, Any]] = fields["parameters"]
+    budget = limit
+
+    for index, parameter in enumerate(parameters):
+        value = parameter["value"]
+        size = _PARAMETER_COST + (len(value) if isinstance(value, str) else 0)
+        if size <= budget:
+            budget -= size
+            continue
+        fields["parameters_count"] = len(parameters)
+        fields["parameters_sha256"] = _list_sha256(parameters)
+        fields["parameters"] = parameters[:index]
+        if isinstance(value, str) and budget > _PARAMETER_COST:
+            kept = value[: budget - _PARAMETER_COST]
+            fields["parameters"].append(
+                {**parameter, "value": kept, "value_length": len(value)}
+            )
+        return
+
+
+def _list_sha256(values: list[Any]) -> str:
+    # The compact JSON array, hashed one element at a time.
+    digest = hashlib.sha256(b"[")
+    for index, value in enumerate(values):
+        if index:
+            digest.update(b",")
+        element = json.dumps(value, separators=(",", ":"), default=str)
+        digest.update(element.encode("utf-8"))
+    digest.update(b"]")
+    return digest.hexdigest()
+
+
+def _cut_diagnostic(fields: dict[str, Any], limit: int) -> None:
+    cut = []
+    for pair in fields["fields"]:
+        key, text = pair
+        if isinstance(text, str) and len(text) > limit:
+            pair[1] = text[:limit]
+            cut.append({"key": key, "length": len(text), "sha256": _sha256(text)})
+    if cut:
+        fields["cut_fields"] = cut
+
+
+def limit_fields(event: Event, fields: dict[str, Any], limit: int) -> None:
+    """
+    Bound what a line writes of an event's texts, in place (after
+    masking: lengths and hashes are those of the masked texts).
+
+    Args:
+        event: The event the fields are of.
+        fields: Its recordable fields, as masking left them.
+        limit: The most characters of one text, or of all bound
+            parameters together.
+    """
+    if isinstance(event, StatementReceived):
+        _place_parts(fields, limit)
+    elif isinstance(event, StatementBound):
+        _cut_parameters(fields, limit)
+    elif isinstance(event, StatementCompleted):
+        _cut(fields, "error_message", limit)
+    elif isinstance(event, DiagnosticReceived):
+        _cut_diagnostic(fields, limit)
 
 
 def _masking(context: Context) -> Any:
@@ -143,22 +309,36 @@ class Recorder:
     """
     Writes each session's events to C{DIRECTORY/SESSION_ID.jsonl}.
 
+    A session's file stays open until its closing line; a line that
+    comes later opens it again and goes on counting from its last line.
+
     Args:
         directory: The recordings folder; created if absent.
         on_failure: Called with the session id when a line cannot be
             written (the gateway ends that session if policy says so).
+        max_text: The most characters of one text a line keeps (see the
+            module's description).
+
+    Attributes:
+        on_failure: As given.
+        max_text: As given.
     """
 
     _log = Logger()
 
     def __init__(
-        self, directory: str, on_failure: Callable[[str], None] | None = None
+        self,
+        directory: str,
+        on_failure: Callable[[str], None] | None = None,
+        *,
+        max_text: int = DEFAULT_MAX_TEXT,
     ) -> None:
         self._directory = Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True, mode=0o750)
         self._files: dict[str, list[int]] = {}
         self._masker = RecordMasker()
         self.on_failure = on_failure
+        self.max_text = max_text
 
     def path_for(self, session_id: str) -> Path:
         """
@@ -174,10 +354,15 @@ class Recorder:
         if entry is None:
             fd = os.open(
                 self.path_for(session_id),
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                os.O_RDWR | os.O_CREAT | os.O_APPEND,
                 0o640,
             )
-            entry = [fd, 0]
+            try:
+                seq = _resume(fd)
+            except OSError:
+                os.close(fd)
+                raise
+            entry = [fd, seq]
             self._files[session_id] = entry
         return entry
 
@@ -188,7 +373,11 @@ class Recorder:
             # What the client got, never the target's unmasked text.
             event = verdict.event
         fields = event_fields(event)
+        whole = _whole_parts(event, fields)
         self._masker.mask(event, fields, _masking(context))
+        for part in whole:
+            part["text"] = None
+        limit_fields(event, fields, self.max_text)
         line = {
             "v": FORMAT_VERSION,
             "event": event.name,
@@ -230,6 +419,31 @@ class Recorder:
         for fd, _ in self._files.values():
             os.close(fd)
         self._files.clear()
+
+
+def _resume(fd: int) -> int:
+    """
+    The sequence number of the last whole line of an open recording (0
+    for an empty one).  A torn last line gets its line break, so that
+    the next line starts on its own.
+    """
+    end = os.fstat(fd).st_size
+    if end and os.pread(fd, 1, end - 1) != b"\n":
+        os.write(fd, b"\n")
+        end += 1
+
+    # Backwards a chunk at a time; each chunk is searched with the start
+    # of the one after it, where a match may have begun.
+    after = b""
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        chunk = os.pread(fd, end - start, start) + after[:_SEQ_WIDTH]
+        found = [m.group(1) for m in _LAST_SEQ.finditer(chunk)]
+        if found:
+            return int(found[-1])
+        after = chunk
+        end = start
+    return 0
 
 
 def read_recording(path: Path) -> list[dict[str, Any]]:

@@ -5,10 +5,12 @@ recordings with nothing secret in them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +19,31 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from hoopgate._chain import Chain, Context
+from hoopgate._configreader import load_yaml
 from hoopgate._events import (
+    DiagnosticReceived,
     Event,
+    Notice,
+    Parameter,
     SessionClosed,
     SessionOpened,
+    SessionRefused,
     SessionRequested,
+    StatementBound,
+    StatementCompleted,
     StatementPart,
     StatementReceived,
 )
 from hoopgate._identity import Identity
 from hoopgate._interfaces import IObserver
-from hoopgate._recording import FORMAT_VERSION, Recorder, read_recording
+from hoopgate._maskrules import read_masking
+from hoopgate._policy import Policy
+from hoopgate._recording import (
+    DEFAULT_MAX_TEXT,
+    FORMAT_VERSION,
+    Recorder,
+    read_recording,
+)
 from hoopgate._redact import REDACTED, redact_passwords
 from hoopgate._verdicts import (
     ALLOW,
@@ -417,7 +433,8 @@ class RedactionTests(RecorderTestCase):
 
     def test_parts_redacted(self) -> None:
         """
-        Each classified part's text loses its password literals too.
+        Each classified part points into the redacted text, so no part
+        brings the password back.
         """
         text = "SELECT 1; ALTER ROLE app PASSWORD 'hunter2'"
         parts = (
@@ -440,8 +457,401 @@ class RedactionTests(RecorderTestCase):
         )
 
         line = self.lines()[-1]
-        assert [p["text"] for p in line["parts"]] == [
+        recorded = line["text"]
+        assert recorded == f"SELECT 1; ALTER ROLE app PASSWORD {REDACTED}"
+        assert [recorded[slice(*p["span"])] for p in line["parts"]] == [
             "SELECT 1",
             f"ALTER ROLE app PASSWORD {REDACTED}",
         ]
         assert "hunter2" not in self.raw()
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def with_parts(text: str, *texts: str) -> StatementReceived:
+    return StatementReceived(
+        session_id=SESSION,
+        protocol="postgres",
+        statement_id=f"{SESSION}.1",
+        text=text,
+        parts=tuple(
+            StatementPart(text=t, command="SELECT", effect="read") for t in texts
+        ),
+        classified=True,
+    )
+
+
+class StatementTextTests(RecorderTestCase):
+    """
+    A statement's text is written once, and at most C{max_text}
+    characters of it.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.recorder = Recorder(self.folder, max_text=100)
+        self.addCleanup(self.recorder.close)
+
+    def test_default_limit(self) -> None:
+        """
+        Without a limit given, a line keeps 64 KiB of a text.
+        """
+        assert DEFAULT_MAX_TEXT == 65_536
+        assert Recorder(self.folder).max_text == DEFAULT_MAX_TEXT
+
+    def test_single_part_written_once(self) -> None:
+        """
+        A statement whose one part is the whole text writes that text
+        once; the part spans all of it.
+        """
+        text = "SELECT 'only-once' FROM t"
+
+        self.record(with_parts(text, text))
+
+        [line] = self.lines()
+        [part] = line["parts"]
+        assert line["text"] == text
+        assert part["span"] == [0, len(text)]
+        assert (part["command"], part["effect"]) == ("SELECT", "read")
+        assert "text" not in part
+        assert self.raw().count("only-once") == 1
+
+    def test_parts_point_into_text(self) -> None:
+        """
+        Each part of a query string with several statements is a span of
+        its text, in order, even when two parts read the same.
+        """
+        text = "SELECT 1;  SELECT 1; SELECT 22"
+
+        self.record(with_parts(text, "SELECT 1", "SELECT 1", "SELECT 22"))
+
+        [line] = self.lines()
+        assert [p["span"] for p in line["parts"]] == [[0, 8], [11, 19], [21, 30]]
+        assert [p.get("text") for p in line["parts"]] == [None, None, None]
+        assert self.raw().count("SELECT 22") == 1
+
+    def test_long_text_cut(self) -> None:
+        """
+        A text over the limit keeps its first 100 characters, its whole
+        length and the SHA-256 of all of it; the span still measures the
+        whole.
+        """
+        text = "SELECT '" + "x" * 1000 + "'"
+
+        self.record(with_parts(text, text))
+
+        [line] = self.lines()
+        assert line["text"] == text[:100]
+        assert line["text_length"] == 1009
+        assert line["text_sha256"] == sha256(text)
+        assert line["parts"][0]["span"] == [0, 1009]
+        assert "text" not in line["parts"][0]
+        assert len(self.raw()) < 1000
+
+    def test_text_at_limit_kept(self) -> None:
+        """
+        A text of exactly the limit is kept whole, with no length or hash.
+        """
+        text = "S" * 100
+
+        self.record(statement(text))
+
+        [line] = self.lines()
+        assert line["text"] == text
+        assert "text_length" not in line and "text_sha256" not in line
+
+    def test_non_ascii_hash(self) -> None:
+        """
+        Lengths count characters; the hash is of the UTF-8 bytes.
+        """
+        text = "SELECT '" + "é" * 200 + "'"
+
+        self.record(statement(text))
+
+        [line] = self.lines()
+        assert line["text"] == text[:100]
+        assert line["text_length"] == 209
+        assert line["text_sha256"] == sha256(text)
+
+    def test_masked_before_cut(self) -> None:
+        """
+        Masking runs over the whole text first: what is kept, the length
+        and the hash are those of the masked text, and the address found
+        past the cut is in none of them.
+        """
+        masking = read_masking(
+            load_yaml(
+                textwrap.dedent(
+                    """
+                    rules:
+                      - name: detected
+                        detect: [email]
+                    """
+                ),
+                "test.yaml",
+            )
+        )
+        context = Context(
+            session_id=SESSION,
+            protocol="postgres",
+            target="db",
+            identity=ALICE,
+            policy=Policy(version=1, access=(), masking=masking),
+        )
+        text = "SELECT '" + "x" * 120 + "', 'someone@example.org'"
+        masked = "SELECT '" + "x" * 120 + "', '[masked]'"
+
+        self.record(with_parts(text, text), context=context)
+
+        [line] = self.lines()
+        assert line["text"] == masked[:100]
+        assert line["text_length"] == len(masked) == 141
+        assert line["text_sha256"] == sha256(masked)
+        assert line["parts"][0]["span"] == [0, 141]
+        assert "someone" not in self.raw()
+
+    def test_part_not_found_keeps_own_text(self) -> None:
+        """
+        A part that masking made differ from its place in the text keeps
+        its own text, cut like any other.
+        """
+        text = "SELECT 1; CREATE ROLE r PASSWORD 'pw'"
+        other = "SELECT '" + "y" * 200 + "'"
+
+        self.record(with_parts(text, "SELECT 1", other))
+
+        [line] = self.lines()
+        assert line["parts"][0]["span"] == [0, 8]
+        second = line["parts"][1]
+        assert "span" not in second
+        assert second["text"] == other[:100]
+        assert second["text_length"] == 209
+        assert second["text_sha256"] == sha256(other)
+
+
+class OtherTextTests(RecorderTestCase):
+    """
+    Error texts and bound parameters are bounded by C{max_text} too.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.recorder = Recorder(self.folder, max_text=100)
+        self.addCleanup(self.recorder.close)
+
+    def bound(self, *values: str | None) -> StatementBound:
+        return StatementBound(
+            session_id=SESSION,
+            protocol="postgres",
+            statement_id=f"{SESSION}.1",
+            portal="",
+            parameters=tuple(Parameter(v) for v in values),
+        )
+
+    def test_error_message_cut(self) -> None:
+        """
+        An error message quoting a long value keeps 100 characters, its
+        length and hash.
+        """
+        message = 'invalid input syntax for type integer: "' + "9" * 500 + '"'
+
+        self.record(
+            StatementCompleted(
+                session_id=SESSION,
+                protocol="postgres",
+                statement_id=f"{SESSION}.1",
+                status="error",
+                error_code="22P02",
+                error_message=message,
+            )
+        )
+
+        [line] = self.lines()
+        assert line["error_message"] == message[:100]
+        assert line["error_message_length"] == 541
+        assert line["error_message_sha256"] == sha256(message)
+
+    def test_diagnostic_fields_cut(self) -> None:
+        """
+        Each long text of an error or notice is cut and listed in
+        C{cut_fields}; short ones stay as they are.
+        """
+        long = "z" * 300
+
+        self.record(
+            DiagnosticReceived(
+                session_id=SESSION,
+                protocol="postgres",
+                statement_id=f"{SESSION}.1",
+                severity="NOTICE",
+                code="00000",
+                fields=(("S", "NOTICE"), ("M", long)),
+            )
+        )
+
+        [line] = self.lines()
+        assert line["fields"] == [["S", "NOTICE"], ["M", long[:100]]]
+        assert line["cut_fields"] == [
+            {"key": "M", "length": 300, "sha256": sha256(long)}
+        ]
+
+    def test_few_parameters_kept(self) -> None:
+        """
+        Parameters that fit are written as they are, with no count.
+        """
+        self.record(self.bound("a", None))
+
+        [line] = self.lines()
+        assert line["parameters"] == [
+            {"value": "a", "binary": False},
+            {"value": None, "binary": False},
+        ]
+        assert "parameters_count" not in line
+
+    def test_many_parameters_cut(self) -> None:
+        """
+        Of 40,000 parameters, those fitting in 100 characters (each
+        costing 32 beside its value) are kept, and the count and hash
+        describe all 40,000.
+        """
+        values = [f"v{i}" for i in range(40_000)]
+        everything = json.dumps(
+            [{"value": v, "binary": False} for v in values], separators=(",", ":")
+        )
+
+        self.record(self.bound(*values))
+
+        [line] = self.lines()
+        assert line["parameters"] == [
+            {"value": "v0", "binary": False},
+            {"value": "v1", "binary": False},
+        ]
+        assert line["parameters_count"] == 40_000
+        assert line["parameters_sha256"] == sha256(everything)
+        assert len(self.raw()) < 1000
+
+    def test_one_huge_parameter(self) -> None:
+        """
+        A single value longer than the allowance keeps its start.
+        """
+        value = "q" * 10_000
+
+        self.record(self.bound(value))
+
+        [line] = self.lines()
+        assert line["parameters"] == [
+            {"value": "q" * 68, "binary": False, "value_length": 10_000}
+        ]
+        assert line["parameters_count"] == 1
+
+
+class SequenceTests(RecorderTestCase):
+    """
+    Sequence numbers rise by one per line of a session's file, whatever
+    comes after its closing line.
+    """
+
+    def seqs(self) -> list[int]:
+        return [line["seq"] for line in self.lines()]
+
+    def completed(self) -> StatementCompleted:
+        return StatementCompleted(
+            session_id=SESSION,
+            protocol="postgres",
+            statement_id=f"{SESSION}.1",
+            status="cancelled",
+        )
+
+    def test_after_close(self) -> None:
+        """
+        Lines after session.closed (a session ended at once still hears
+        from its target) continue the count instead of starting again.
+        """
+        self.record(statement("SELECT 1"))
+        self.record(closed())
+        self.record(self.completed())
+        self.record(
+            Notice(
+                session_id=SESSION,
+                protocol="postgres",
+                kind="late",
+                detail="after the end",
+            )
+        )
+
+        assert self.seqs() == [1, 2, 3, 4]
+        assert [line["event"] for line in self.lines()] == [
+            "statement",
+            "session.closed",
+            "statement.completed",
+            "notice",
+        ]
+
+    def test_closed_twice(self) -> None:
+        """
+        A refusal after a close, and a close after that, still count on.
+        """
+        self.record(closed())
+        self.record(
+            SessionRefused(
+                session_id=SESSION,
+                protocol="postgres",
+                peer="127.0.0.1:5",
+                target="db",
+                reason="identity.expired",
+                detail="the token has expired",
+            )
+        )
+        self.record(closed())
+
+        assert self.seqs() == [1, 2, 3]
+
+    def test_new_recorder_continues(self) -> None:
+        """
+        A second recorder writing the same file (after a restart) goes on
+        from the last line the first one wrote.
+        """
+        self.record(statement("SELECT 1"))
+        self.record(statement("SELECT 2", 2))
+        self.recorder.close()
+
+        again = Recorder(self.folder)
+        self.addCleanup(again.close)
+        again.observe(statement("SELECT 3", 3), ALLOW, CONTEXT)
+
+        assert self.seqs() == [1, 2, 3]
+
+    def test_long_last_line(self) -> None:
+        """
+        The last number is found even when the last line is longer than
+        the chunks the file is searched in.
+        """
+        big = Recorder(self.folder, max_text=300_000)
+        self.addCleanup(big.close)
+        big.observe(statement("SELECT 1"), ALLOW, CONTEXT)
+        big.observe(statement("SELECT '" + "w" * 200_000 + "'", 2), ALLOW, CONTEXT)
+        big.observe(closed(), ALLOW, CONTEXT)
+        big.observe(self.completed(), ALLOW, CONTEXT)
+
+        assert self.seqs() == [1, 2, 3, 4]
+
+    def test_torn_line(self) -> None:
+        """
+        After a torn last line (a crash mid-write), the next line starts
+        on a line of its own and follows the last whole one.
+        """
+        self.record(statement("SELECT 1"))
+        self.recorder.close()
+        with self.recorder.path_for(SESSION).open("ab") as handle:
+            handle.write(b'{"v":1,"event":"statement","te')
+
+        again = Recorder(self.folder)
+        self.addCleanup(again.close)
+        again.observe(statement("SELECT 2", 2), ALLOW, CONTEXT)
+
+        assert [(line["seq"], line["text"]) for line in self.lines()] == [
+            (1, "SELECT 1"),
+            (2, "SELECT 2"),
+        ]
