@@ -28,7 +28,12 @@ from hoopgate._guardrails import check_targets
 from hoopgate._interfaces import IProtocolPlugin
 from hoopgate._maskrules import check_mask_targets
 from hoopgate._oidc import IssuerConfig, validate_algorithms
-from hoopgate._policy import AccessRule, Policy, read_policy
+from hoopgate._policy import (
+    AccessRule,
+    Policy,
+    check_recording_targets,
+    read_policy,
+)
 from hoopgate._redisstore import RedisSettings, read_redis_settings
 from hoopgate._secrets import Secret
 
@@ -415,6 +420,7 @@ def parse_config(
     check_targets(policy.guardrails, targets)
     check_approvals(policy.approvals, targets, gateway.approvals, gateway.store)
     check_mask_targets(policy.masking.rules, targets)
+    check_recording_targets(policy.recording, targets)
     top.done()
 
     return Config(

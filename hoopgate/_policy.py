@@ -4,18 +4,22 @@ Policy v1: who may reach which target, as whom, and for how long.
 Access is denied unless an C{allow} rule matches; a matching C{deny} rule
 beats every C{allow}.  Guardrail rules (L{hoopgate._guardrails}) decide
 what an admitted session may do; masking and approval rules join this
-same schema.
+same schema.  Recording rules (C{policy.recording}) widen what a
+session's recording keeps: typed terminal input, off unless a rule
+turns it on.
 
 test-case-name: tests.unit.test_policy
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from attrs import field, frozen
 
 from hoopgate._approvals import ApprovalRule, read_approval_rule
-from hoopgate._configreader import ConfigReader
-from hoopgate._guardrails import GuardrailRule, read_guardrail
+from hoopgate._configreader import ConfigError, ConfigReader
+from hoopgate._guardrails import GuardrailRule, read_groups, read_guardrail
 from hoopgate._identity import Identity
 from hoopgate._maskrules import MaskingPolicy, read_masking
 
@@ -61,6 +65,61 @@ class AccessRule:
         return bool(set(self.groups) & set(identity.groups))
 
 
+def in_scope(
+    subjects: tuple[str, ...],
+    groups: tuple[str, ...],
+    targets: tuple[str, ...],
+    identity: Identity | None,
+    target: str,
+) -> bool:
+    """
+    Whether a rule scoped to C{subjects}, C{groups} and C{targets} (as
+    guardrail, masking and approval rules are) is about C{identity} on
+    C{target}.  With neither subjects nor groups it is about everyone;
+    without a known identity every rule for the target is (fail closed).
+    """
+    if "*" not in targets and target not in targets:
+        return False
+    if identity is None or not (subjects or groups):
+        return True
+    if "*" in subjects or identity.subject in subjects:
+        return True
+    return not set(groups).isdisjoint(identity.groups)
+
+
+@frozen
+class RecordingRule:
+    """
+    One recording rule: what a session's recording keeps beyond what it
+    always keeps.
+
+    Attributes:
+        name: Shown when it decides.
+        subjects: Subjects it applies to; C{*} for all.
+        groups: Groups it applies to.  With neither subjects nor groups
+            the rule applies to every identity.
+        targets: Target names, or C{*} for all.
+        keyboard_input: Whether what is typed into terminals is recorded
+            (masked); C{False} keeps it out even where another rule
+            would record it.
+        where: Where the rule's targets are written, for errors found
+            once the targets are known.
+    """
+
+    name: str
+    subjects: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ("*",)
+    keyboard_input: bool = False
+    where: str = field(default="", eq=False)
+
+    def applies(self, identity: Identity | None, target: str) -> bool:
+        """
+        Whether the rule is about C{identity} on C{target}.
+        """
+        return in_scope(self.subjects, self.groups, self.targets, identity, target)
+
+
 @frozen
 class Policy:
     """
@@ -72,6 +131,7 @@ class Policy:
         guardrails: Guardrail rules in file order.
         masking: Masking rules and options (L{hoopgate._maskrules}).
         approvals: Approval rules in file order (L{hoopgate._approvals}).
+        recording: Recording rules in file order.
     """
 
     version: int
@@ -79,6 +139,22 @@ class Policy:
     guardrails: tuple[GuardrailRule, ...] = ()
     masking: MaskingPolicy = field(factory=MaskingPolicy)
     approvals: tuple[ApprovalRule, ...] = ()
+    recording: tuple[RecordingRule, ...] = ()
+
+    def keyboard_input(self, identity: Identity, target: str) -> str | None:
+        """
+        The recording rule that has what C{identity} types on C{target}
+        recorded, or C{None}: no rule turns it on, or an applying rule
+        turns it off (keeping typed secrets out wins).
+        """
+        deciding = None
+        for rule in self.recording:
+            if not rule.applies(identity, target):
+                continue
+            if not rule.keyboard_input:
+                return None
+            deciding = deciding or rule.name
+        return deciding
 
     def authorize(self, identity: Identity, target: str) -> AccessDecision:
         """
@@ -137,6 +213,46 @@ def _read_access(reader: ConfigReader) -> AccessRule:
     return rule
 
 
+def read_recording_rule(reader: ConfigReader) -> RecordingRule:
+    """
+    Validate one entry of C{policy.recording}.
+
+    Raises:
+        ConfigError: Naming the key and line of the mistake.
+    """
+    groups = read_groups(reader)
+
+    rule = RecordingRule(
+        name=reader.string("name"),
+        subjects=reader.strings("subjects", ()),
+        groups=groups,
+        targets=reader.strings("targets", ("*",)),
+        keyboard_input=reader.boolean("keyboard_input", False),
+        where=f"{reader.path}.targets (line {reader.line_of('targets')})",
+    )
+    reader.done()
+    return rule
+
+
+def check_recording_targets(
+    rules: Iterable[RecordingRule], known: Collection[str]
+) -> None:
+    """
+    Refuse recording rules naming targets the configuration does not
+    define: a misspelt target would silently switch a rule off.
+
+    Raises:
+        ConfigError: Naming the rule's targets key and line.
+    """
+    for rule in rules:
+        for name in rule.targets:
+            if name != "*" and name not in known:
+                raise ConfigError(
+                    f"{rule.where}: recording rule {rule.name!r} names unknown "
+                    f"target {name!r}"
+                )
+
+
 def read_policy(reader: ConfigReader) -> Policy:
     """
     Validate the C{policy} section.
@@ -152,7 +268,10 @@ def read_policy(reader: ConfigReader) -> Policy:
     names = [r.name for r in access + guardrails] + [r.name for r in masking.rules]
     _unique(reader, "masking", names)
     approvals = tuple(read_approval_rule(r) for r in reader.sections("approvals"))
-    _unique(reader, "approvals", names + [r.name for r in approvals])
+    names += [r.name for r in approvals]
+    _unique(reader, "approvals", names)
+    recording = tuple(read_recording_rule(r) for r in reader.sections("recording"))
+    _unique(reader, "recording", names + [r.name for r in recording])
     reader.done()
     return Policy(
         version=version,
@@ -160,6 +279,7 @@ def read_policy(reader: ConfigReader) -> Policy:
         guardrails=guardrails,
         masking=masking,
         approvals=approvals,
+        recording=recording,
     )
 
 

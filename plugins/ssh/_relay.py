@@ -167,6 +167,8 @@ class Pair:
 
     def _sent_up(self, item: Data) -> None:
         self.bytes_up += len(item.chunk)
+        if self.cast is not None and not item.kind:
+            self.cast.input(item.chunk)
         if self.sftp is not None and not item.kind:
             self.sftp.from_client(item.chunk)
 
@@ -847,6 +849,8 @@ class Relay:
             pair.cast = self._casts(pair.ref, pty)
             if pair.cast is not None:
                 self._notice("asciicast", Path(pair.cast.path).name)
+            if pair.cast is not None and pair.cast.keyboard:
+                self._notice("asciicast.keyboard", Path(pair.cast.path).name)
         pair.up.push(Request(request.name, request.data, slot))
 
     def _on_env(

@@ -353,14 +353,18 @@ class ClientTransport(SSHServerTransport):
         assert session is not None
         folder = Path(session.config.gateway.recordings)
         path = folder / f"{session.id}.{channel}.cast"
+        rule = session.config.policy.keyboard_input(
+            session.identity, session.target.name
+        )
         try:
-            return TerminalCast.create(
+            cast = TerminalCast.create(
                 path,
                 session.mask_text,
                 term=pty.term,
                 columns=pty.columns,
                 rows=pty.rows,
                 started=self.reactor.seconds(),
+                keyboard=rule is not None,
             )
         except OSError as e:
             self._log.error(
@@ -371,6 +375,15 @@ class ClientTransport(SSHServerTransport):
                 error=e.strerror,
             )
             return None
+        if rule is not None:
+            self._log.info(
+                "SSH session {session_id}: typed input of channel {channel} is "
+                "recorded (masked), per recording rule {rule}",
+                session_id=session.id,
+                channel=channel,
+                rule=rule,
+            )
+        return cast
 
     def _upstream_ready(self, leg: ConnectionLeg) -> None:
         session, upstream = self.session, self._upstream
