@@ -19,8 +19,13 @@ txredisapi 1.6 has limits this module works around:
     here C{rediss://} wraps the connection in Twisted's client TLS with
     the configured CA (or the system's) and the host name checked;
   - its subscriber does not subscribe again after a reconnect: here the
-    subscriber protocol subscribes to every pattern once it is ready,
-    then calls the resubscribe callbacks;
+    subscriber protocol subscribes to every pattern once it is ready;
+    the resubscribe callbacks run once the subscription is in place
+    I{and} a command connection is up again (whichever comes last), so
+    that what they write back reaches Redis;
+  - its reconnecting backs off to 10 s between attempts, so a restarted
+    Redis was found up to 10 s late: here attempts are at most
+    L{RECONNECT_MAX_DELAY} apart;
   - a command issued while no connection is up waits, unbounded, for
     one: here an operation fails at once with L{StoreUnavailableError}
     when no connection is up, and a reply that does not come within the
@@ -63,6 +68,16 @@ return n
 """
 
 _GLOB_SPECIAL: Final = "*?[]\\"
+
+#: Seconds before the first attempt to reconnect; later attempts back
+#: off (txredisapi multiplies by e, with some jitter).
+RECONNECT_INITIAL_DELAY: Final = 0.5
+
+#: Most seconds between two attempts to reconnect, however long Redis
+#: has been down: how late a returning Redis may be noticed.  Each
+#: connection retries on its own (pool and subscriber), and a refused
+#: attempt on loopback or a LAN costs next to nothing.
+RECONNECT_MAX_DELAY: Final = 2.0
 
 
 def _glob_escape(text: str) -> str:
@@ -174,14 +189,48 @@ def _hello(protocol: Any, settings: RedisSettings) -> Deferred[Any]:
     return steps
 
 
-def _protocols() -> tuple[type[Any], type[Any]]:
+@frozen
+class _Classes:
     """
-    The command and subscriber protocols, built on txredisapi's (which
-    is imported here, once a reactor is installed).
+    Our txredisapi subclasses, made once a reactor is installed.
+
+    Attributes:
+        factory: The pool factory: our reconnect delays, and it tells
+            the store when its pool gains or loses a connection.
+        commands: The protocol of the command pool.
+        subscriber: The protocol of the subscriber connection.
+    """
+
+    factory: type[Any]
+    commands: type[Any]
+    subscriber: type[Any]
+
+
+def _classes() -> _Classes:
+    """
+    Build the factory and protocols on txredisapi's (which is imported
+    here, once a reactor is installed).
     """
     import txredisapi  # noqa: PLC0415 - imports the reactor
 
     log = Logger(namespace="hoopgate.redis")
+
+    class Factory(txredisapi.RedisFactory):  # type: ignore[misc]
+        """
+        Reconnects within L{RECONNECT_MAX_DELAY}; tells the store each
+        time its pool gains or loses a connection.
+        """
+
+        initialDelay = RECONNECT_INITIAL_DELAY
+        maxDelay = RECONNECT_MAX_DELAY
+
+        def addConnection(self, conn: Any) -> None:
+            super().addConnection(conn)
+            self.hoopgate_store._connections_changed()
+
+        def delConnection(self, conn: Any) -> None:
+            super().delConnection(conn)
+            self.hoopgate_store._connections_changed()
 
     class _Ready:
         """
@@ -227,7 +276,7 @@ def _protocols() -> tuple[type[Any], type[Any]]:
             self.factory.hoopgate_store._subscriber_lost(self)
             super().connectionLost(why)
 
-    return Commands, Subscriber
+    return _Classes(factory=Factory, commands=Commands, subscriber=Subscriber)
 
 
 @implementer(IStore)
@@ -252,6 +301,8 @@ class RedisStore:
         )
         self._resubscribed: list[Callable[[], object]] = []
         self._subscriber: Any = None
+        self._subscribed = False
+        self._usable = False
         self._factories: list[Any] = []
         self._pool: Any = None
         self._handler: Any = None
@@ -273,10 +324,8 @@ class RedisStore:
             optionsForClientTLS(settings.host, trustRoot=trust), endpoint
         )
 
-    def _factory(self, protocol: type[Any], size: int) -> Any:
-        import txredisapi  # noqa: PLC0415 - imports the reactor
-
-        factory = txredisapi.RedisFactory(
+    def _factory(self, classes: _Classes, protocol: type[Any], size: int) -> Any:
+        factory = classes.factory(
             self.description,
             None,
             size,
@@ -287,8 +336,6 @@ class RedisStore:
         factory.protocol = protocol
         factory.hoopgate_settings = self._settings
         factory.hoopgate_store = self
-        factory.maxDelay = 5
-        factory.startConnecting(self._endpoint())
         self._factories.append(factory)
         return factory
 
@@ -296,10 +343,12 @@ class RedisStore:
         """
         Connect (and keep reconnecting) the pool and the subscriber.
         """
-        commands, subscriber = _protocols()
-        self._pool = self._factory(commands, self._settings.pool_size)
+        classes = _classes()
+        self._pool = self._factory(classes, classes.commands, self._settings.pool_size)
         self._handler = self._pool.handler
-        self._factory(subscriber, 1)
+        self._factory(classes, classes.subscriber, 1)
+        for factory in self._factories:
+            factory.startConnecting(self._endpoint())
 
     def stop(self) -> Deferred[Any]:
         """
@@ -411,10 +460,17 @@ class RedisStore:
     def on_resubscribe(self, callback: Callable[[], object]) -> None:
         self._resubscribed.append(callback)
 
-    def _psubscribe(self, protocol: Any, channels: list[str]) -> Deferred[Any]:
+    def _psubscribe(self, protocol: Any, channels: list[str]) -> Deferred[bool]:
+        """
+        Subscribe to C{channels}; a refusal drops the connection (the
+        subscriber reconnects and tries again).
+
+        Returns:
+            A C{Deferred} firing with whether it worked.
+        """
         patterns = [_glob_escape(self._prefix) + c for c in channels]
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> bool:
             self._log.error(
                 "Cannot subscribe to {patterns} on {store}: {error}",
                 patterns=channels,
@@ -422,9 +478,10 @@ class RedisStore:
                 error=failure.getErrorMessage(),
             )
             protocol.transport.loseConnection()
+            return False
 
         subscribing: Deferred[Any] = protocol.psubscribe(patterns)
-        return subscribing.addErrback(failed)
+        return subscribing.addCallbacks(lambda _: True, failed)
 
     def _subscriber_ready(self, protocol: Any) -> None:
         self._subscriber = protocol
@@ -433,12 +490,39 @@ class RedisStore:
             count=len(self._callbacks),
             store=self.description,
         )
-        # Whatever was published while no subscription was in place is
-        # lost: once subscribed again, everyone waiting reads again.
-        subscribed = self._psubscribe(protocol, list(self._callbacks))
-        subscribed.addCallback(lambda _: self._tell_resubscribed())
+        channels = list(self._callbacks)
+        # PSUBSCRIBE needs a pattern: with none, there is nothing to wait for.
+        subscribed = self._psubscribe(protocol, channels) if channels else succeed(True)
+        subscribed.addCallback(self._subscription_made, protocol)
 
-    def _tell_resubscribed(self) -> None:
+    def _subscription_made(self, worked: bool, protocol: Any) -> None:
+        if worked and self._subscriber is protocol:
+            self._subscribed = True
+            self._connections_changed()
+
+    def _connections_changed(self) -> None:
+        """
+        Tell the waiting parties to read again when the store has just
+        become usable: subscribed, and a command connection up.
+
+        Whatever was published while no subscription was in place is
+        lost, and a restarted Redis lost every key; what they read (and
+        write back) needs a command connection, and the pool and the
+        subscriber reconnect independently, in either order.
+        """
+        pool = self._pool
+        usable = self._subscribed and pool is not None and pool.size > 0
+        if not usable or self._usable:
+            self._usable = usable
+            return
+
+        self._usable = True
+        self._log.info(
+            "Shared state {store} is subscribed and answers commands; "
+            "{count} waiting parties read again",
+            store=self.description,
+            count=len(self._resubscribed),
+        )
         for callback in list(self._resubscribed):
             try:
                 callback()
@@ -448,6 +532,8 @@ class RedisStore:
     def _subscriber_lost(self, protocol: Any) -> None:
         if self._subscriber is protocol:
             self._subscriber = None
+            self._subscribed = False
+            self._connections_changed()
             self._log.warn(
                 "Lost the subscription connection to {store}; reconnecting",
                 store=self.description,
