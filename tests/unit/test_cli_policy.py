@@ -279,6 +279,9 @@ class PolicyTestCommandTests(SynchronousTestCase):
                         "problem": "",
                     }
                 ],
+                "masking": None,
+                "approval": None,
+                "outcome": "deny",
             }
         ]
 
@@ -482,3 +485,274 @@ class PostgresClassifierTests(SynchronousTestCase):
             )
             == ["deny"] * 4
         )
+
+
+MASKING_CONFIG = """\
+gateway:
+  approvals:
+    groups:
+      dba: cn=dba-approvers,ou=groups,dc=example,dc=org
+    directory:
+      url: ldap://127.0.0.1:1
+      bind_dn: cn=gateway,dc=example,dc=org
+      bind_password: not-used
+      people: ou=people,dc=example,dc=org
+targets:
+  - name: appdb
+    protocol: fakesql
+    host: 127.0.0.1
+    port: 5432
+    credentials:
+      - name: app
+        user: app
+  - name: vault
+    protocol: fakesql
+    host: 127.0.0.1
+    port: 5433
+    credentials:
+      - name: app
+        user: app
+policy:
+  access:
+    - name: ci-runner-all
+      subjects: [ci-runner]
+      targets: ["*"]
+      credential: app
+  masking:
+    strict: true
+    rules:
+      - name: customer-pii
+        targets: [appdb]
+        columns: [public.customers.email, public.customers.ssn]
+        strategy: redact
+      - name: customer-cards
+        targets: [appdb]
+        columns: [customers.card_number]
+        strategy: {keep_last: 4}
+      - name: detected
+        targets: [appdb]
+        detect: [email, iban]
+        strategy: redact
+      - name: watch-salary
+        targets: [appdb]
+        mode: dry-run
+        columns: [customers.salary]
+        strategy: "null"
+  approvals:
+    - name: customer-deletes
+      mode: hold
+      targets: [appdb]
+      approvers: [dba]
+      timeout: 10m
+      when:
+        commands: [DELETE]
+        writes: [customers]
+    - name: vault-access
+      mode: session
+      targets: [vault]
+      approvers: [dba]
+"""
+
+#: More statements the fake classifier knows, for masking and approval.
+MORE = {
+    "select id from customers where email = 'a@b.test'": StatementPart(
+        text="select id from customers where email = 'a@b.test'",
+        command="SELECT",
+        effect="read",
+        reads=("public.customers",),
+        columns=("id", "email"),
+        derived_columns=("email",),
+    ),
+    "delete from customers where id = 1": StatementPart(
+        text="delete from customers where id = 1",
+        command="DELETE",
+        effect="write",
+        writes=("public.customers",),
+        columns=("id",),
+        derived_columns=("id",),
+    ),
+}
+
+
+class PolicyTestMaskingApprovalTests(SynchronousTestCase):
+    """
+    C{hoopgate policy test} also says what masking and approval would do:
+    the columns and detectors that would mask results, strict refusals,
+    and the approval rule that would hold a statement.
+    """
+
+    def setUp(self) -> None:
+        folder = temporary_folder(self)
+        self.config = str(Path(folder, "hoopgate.yaml"))
+        Path(self.config).write_text(MASKING_CONFIG, encoding="utf-8")
+        self.sql = ClassifyingPlugin()
+        for text in MORE:
+            self.addCleanup(KNOWN.pop, text)
+        KNOWN.update(MORE)
+
+    def run_cli(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(
+                ["--config", self.config, "policy", "test", *argv],
+                {"fakesql": self.sql},
+            )
+        return code, out.getvalue(), err.getvalue()
+
+    def test_masked_columns(self) -> None:
+        """
+        A read of a table with masked columns names each masked column
+        with its rule and strategy, says lineage decides at run time,
+        lists the detectors and the dry-run rules; no approval needed.
+        """
+        code, out, err = self.run_cli(
+            "--subject", "ci-runner", "--target", "appdb", "select * from customers"
+        )
+
+        assert (code, err) == (0, "")
+        assert out.splitlines() == [
+            "access: ci-runner may reach appdb (rule ci-runner-all)",
+            "statement 1: select * from customers",
+            "  verdict: allow",
+            "  masking: columns public.customers.email (customer-pii, redact), "
+            "public.customers.ssn (customer-pii, redact), "
+            "public.customers.card_number (customer-cards, keep last 4), where a "
+            "result carries them (the target's column lineage decides at run time)",
+            "  masking: detectors email, iban (detected, redact) in every other "
+            "text value",
+            "  masking dry-run: columns public.customers.salary (watch-salary, null)",
+            "  approval: none needed",
+            "  part 1: SELECT, effect read, reads public.customers",
+        ]
+
+    def test_no_masked_table(self) -> None:
+        """
+        A statement on no masked table says so; detectors still scan.
+        """
+        code, out, _ = self.run_cli(
+            "--subject", "ci-runner", "--target", "appdb", "--json", "select 1"
+        )
+
+        assert code == 0
+        (record,) = json.loads(out)["results"]
+        assert record["masking"] == {
+            "refused": False,
+            "rule": None,
+            "detail": "",
+            "columns": [],
+            "detectors": [
+                {
+                    "rule": "detected",
+                    "detectors": ["email", "iban"],
+                    "strategy": "redact",
+                }
+            ],
+            "lineage": False,
+            "dry_run": {"columns": [], "detectors": [], "refused": []},
+        }
+        assert record["outcome"] == "allow"
+
+    def test_strict_refusal(self) -> None:
+        """
+        Strict masking refusing a masked column in a condition makes the
+        verdict deny, decided by masking, with the rule and reason.
+        """
+        text = "select id from customers where email = 'a@b.test'"
+
+        code, out, _ = self.run_cli(
+            "--subject", "ci-runner", "--target", "appdb", "--expect", "deny", text
+        )
+
+        assert code == 0
+        lines = out.splitlines()
+        assert lines[2] == "  verdict: deny (masking rule customer-pii)"
+        assert lines[3] == (
+            "  masking: refused: customer-pii: part 1 SELECT uses masked column "
+            "email in an expression"
+        )
+        code, out, _ = self.run_cli(
+            "--subject", "ci-runner", "--target", "appdb", "--json", text
+        )
+        (record,) = json.loads(out)["results"]
+        assert (record["decided_by"], record["rule"], record["outcome"]) == (
+            "masking",
+            "customer-pii",
+            "deny",
+        )
+
+    def test_held_for_approval(self) -> None:
+        """
+        A DELETE on customers is held by the approval rule; the outcome
+        is approval, which --expect can check.
+        """
+        args = ("--subject", "ci-runner", "--target", "appdb")
+        text = "delete from customers where id = 1"
+
+        code, out, _ = self.run_cli(*args, text)
+        expect_approval = self.run_cli(*args, "--expect", "approval", text)
+        expect_allow = self.run_cli(*args, "--expect", "allow", text)
+        _, raw, _ = self.run_cli(*args, "--json", text)
+
+        assert code == 0
+        assert out.splitlines()[2:] == [
+            "  verdict: allow",
+            "  masking: columns public.customers.email (customer-pii, redact), "
+            "public.customers.ssn (customer-pii, redact), "
+            "public.customers.card_number (customer-cards, keep last 4), where a "
+            "result carries them (the target's column lineage decides at run time)",
+            "  masking: detectors email, iban (detected, redact) in every other "
+            "text value",
+            "  masking dry-run: columns public.customers.salary (watch-salary, null)",
+            "  approval: held until approved (rule customer-deletes, hold, "
+            "1 approval(s), timeout 600 s): part 1 DELETE: command DELETE, "
+            "writes public.customers",
+            "  part 1: DELETE, effect write, writes public.customers",
+        ]
+        assert expect_approval[0] == 0
+        assert expect_allow[0:3:2] == (1, "statement 1: expected allow\n")
+        (record,) = json.loads(raw)["results"]
+        assert record["approval"] == {
+            "needed": True,
+            "rule": "customer-deletes",
+            "mode": "hold",
+            "quorum": 1,
+            "timeout": 600.0,
+            "reasons": ["part 1 DELETE: command DELETE, writes public.customers"],
+        }
+        assert record["outcome"] == "approval"
+
+    def test_session_approval(self) -> None:
+        """
+        On a target whose sessions need approved access the access line
+        says so and every statement's outcome is approval.
+        """
+        code, out, _ = self.run_cli(
+            "--subject", "ci-runner", "--target", "vault", "select 1"
+        )
+        _, raw, _ = self.run_cli(
+            "--subject", "ci-runner", "--target", "vault", "--json", "select 1"
+        )
+
+        assert code == 0
+        assert out.splitlines()[:2] == [
+            "access: ci-runner may reach vault (rule ci-runner-all)",
+            "access: sessions need approved access first (approval rule "
+            "vault-access): hoopgate approvals request vault --for ...",
+        ]
+        result = json.loads(raw)
+        assert result["access"]["approval"] == "vault-access"
+        assert result["results"][0]["outcome"] == "approval"
+        assert result["results"][0]["masking"] is None
+
+    def test_control_characters(self) -> None:
+        """
+        Client text with terminal escapes is printed with the escapes
+        visible, never raw.
+        """
+        code, out, _ = self.run_cli(
+            "--subject", "ci-runner", "--target", "appdb", "select '\x1b[2J\x07'"
+        )
+
+        assert code == 0
+        assert "\x1b" not in out and "\x07" not in out
+        assert out.splitlines()[1] == "statement 1: select '\\x1b[2J\\x07'"
