@@ -189,6 +189,11 @@ class StatementPart:
             ... TO STDOUT}): C{text}, C{text+header}, C{csv},
             C{csv+header}, C{binary}, or C{other} for options the
             gateway does not read; empty otherwise.
+        reason: Why the effect is C{unknown}, when it is.
+        through_views: Those of C{reads} read only through a view or
+            rule, whose columns the protocol's result description does
+            not trace (the plugin's catalog found them); masking cannot
+            follow its column rules there.
     """
 
     text: str
@@ -201,6 +206,8 @@ class StatementPart:
     columns: tuple[str, ...] = ()
     derived_columns: tuple[str, ...] = ()
     stream_format: str = ""
+    reason: str = ""
+    through_views: tuple[str, ...] = ()
 
 
 @frozen(kw_only=True)
@@ -273,6 +280,9 @@ class Column:
         masked: Set by masking in the event it rewrites: the plugin
             re-describes the column as text, since masked values are
             no longer of the original type.
+        sources: Other relations whose rows the column may carry, under
+            the same column name: a parent table's scan returns the rows
+            of its inheritance children and partitions.
     """
 
     name: str
@@ -282,6 +292,7 @@ class Column:
     column: str = ""
     textual: bool = True
     masked: bool = False
+    sources: tuple[str, ...] = ()
 
 
 @frozen(kw_only=True)

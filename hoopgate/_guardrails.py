@@ -579,8 +579,14 @@ class StatementConditions:
 
     def hits(self, part: StatementPart) -> list[str]:
         """
-        The conditions that hold for C{part}, as reasons to deny it.
+        The conditions that hold for C{part}, as reasons to deny it.  A
+        part of effect C{unknown} may do whatever a condition names
+        (C{SELECT f()} may drop or write any table), so it holds for
+        every deny list.
         """
+        if part.effect == "unknown":
+            why = f" ({part.reason})" if part.reason else ""
+            return [f"its effect is unknown{why}, so it may do what the rule denies"]
         found = []
         command = part.command.upper()
         if self.commands is not None and command in self.commands:

@@ -366,6 +366,7 @@ class MaskingInterceptor:
         found: list[tuple[int, StatementPart, ColumnUse]] = []
         for number, part in enumerate(parts, 1):
             uses = masking.copy_problems(part, enforced)
+            uses += masking.moves(part, enforced)
             if masking.strict:
                 uses += masking.uses(part, enforced)
             found.extend((number, part, use) for use in uses)
@@ -439,7 +440,7 @@ class MaskingInterceptor:
         columns = []
         noted: dict[str, None] = {}
         for i, column in enumerate(event.columns):
-            rule = masking.column_rule(column.table, column.column, effects, True)
+            rule = _column_rule(masking, column, effects, True)
             if rule is not None:
                 actions.append(_whole(rule, column))
                 rules[i, COLUMN_RULE] = rule.name
@@ -449,7 +450,7 @@ class MaskingInterceptor:
 
             actions.append(_scan(column, detect, rules, i))
             columns.append(column)
-            dry_rule = masking.column_rule(column.table, column.column, effects, False)
+            dry_rule = _column_rule(masking, column, effects, False)
             if dry_rule is not None:
                 dry_actions.append(_whole(dry_rule, column))
                 dry_rules[i, COLUMN_RULE] = dry_rule.name
@@ -552,3 +553,22 @@ def _masked_text(text: str, rules: Sequence[MaskRule], values: Sequence[str]) ->
 
 
 __all__ = ["MaskingInterceptor", "MaskingPlan"]
+
+
+def _column_rule(
+    masking: SessionMasking,
+    column: Column,
+    effects: frozenset[str] | None,
+    enforced: bool,
+) -> MaskRule | None:
+    """
+    The strictest rule masking a result column, through the relations
+    whose rows it may carry too (a parent table's column carries its
+    children's).
+    """
+    found = [
+        masking.column_rule(table, column.column, effects, enforced)
+        for table in (column.table, *column.sources)
+    ]
+    ranked = [rule for rule in found if rule is not None]
+    return min(ranked, key=lambda rule: rule.rank) if ranked else None

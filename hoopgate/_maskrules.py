@@ -402,9 +402,8 @@ class SessionMasking:
         allow-list, text it could not read) whose relations are unknown
         or include a table with masked columns.
         """
-        # FIXME(#4): a view or a function defined on the target reads
-        # masked columns the statement never names; lineage reports the
-        # view, so only rules naming its columns mask them.
+        # Views and rules over masked tables are refused by moves(); a
+        # function that reads them unnamed makes the part unknown.
         rules = [r for r in self.rules if r.columns]
         if enforced is not None:
             rules = [r for r in rules if r.enforced is enforced]
@@ -463,6 +462,41 @@ class SessionMasking:
             found.append(
                 ColumnUse(rule, f"COPY in {part.stream_format} format cannot be masked")
             )
+        return found
+
+    def moves(self, part: StatementPart, enforced: bool) -> list[ColumnUse]:
+        """
+        How a part takes masked values where column rules cannot follow
+        them, strict or not: reading them through a view or rule (the
+        result describes the view's columns), changing a table with
+        masked columns (a rename, an inheritance, a new column type
+        leaves its rules naming nothing), or copying them into another
+        relation (C{INSERT ... SELECT}, C{CREATE TABLE ... AS}).
+        """
+        found = []
+        for relation in part.through_views:
+            masked = self.masked_columns((relation,), enforced)
+            if masked:
+                reason = (
+                    f"reads {relation}, which has masked columns, through a"
+                    " view or rule"
+                )
+                found.append(ColumnUse(masked[0][0], reason))
+
+        changed = self.masked_columns(part.writes, enforced)
+        if changed and part.effect in ("ddl", "privilege"):
+            found.append(
+                ColumnUse(changed[0][0], "changes a table with masked columns")
+            )
+
+        elsewhere = [w for w in part.writes if not self.masked_columns((w,), enforced)]
+        if elsewhere:
+            names = set(part.columns)
+            for rule, column in self.masked_columns(part.reads, enforced):
+                if "*" in names or column == "*" or column in names:
+                    reason = f"copies masked column {column} into {elsewhere[0]}"
+                    found.append(ColumnUse(rule, reason))
+                    break
         return found
 
     # Free text, for recordings.

@@ -57,13 +57,19 @@ from hoopgate.plugin import (
 )
 from hoopgate_plugins.postgres import _codec as pg
 from hoopgate_plugins.postgres import _errors
-from hoopgate_plugins.postgres._catalog import Catalog, Table, catalog_for
+from hoopgate_plugins.postgres._catalog import Catalog, Facts, Table, catalog_for
 from hoopgate_plugins.postgres._copyrows import CopyFormatError, CopyMasker
 from hoopgate_plugins.postgres._flow import PauseGate, hang_up, link, nodelay
 from hoopgate_plugins.postgres._options import filter_options
+from hoopgate_plugins.postgres._reach import after_change, request, widened, with_paths
 from hoopgate_plugins.postgres._results import Describe, DescribeQueue, ResultSampler
 from hoopgate_plugins.postgres._settings import listener_settings, target_settings
-from hoopgate_plugins.postgres._sql import SessionState, classify
+from hoopgate_plugins.postgres._sql import (
+    Classification,
+    SessionState,
+    carry,
+    classify,
+)
 from hoopgate_plugins.postgres._tracking import Kind, Outcome, ResponseTracker, rows_of
 from hoopgate_plugins.postgres._upstream import Details, ServerConnection, send_cancel
 
@@ -219,6 +225,7 @@ def _columns(
                 position=f.column_number,
                 column=table.columns.get(f.column_number, "") if table else "",
                 textual=f.format == 0 or f.type_oid in _TEXT_TYPES,
+                sources=tuple(table.descendants) if table else (),
             )
         )
     return tuple(columns)
@@ -326,6 +333,7 @@ class ClientConnection(protocol.Protocol):
         self._server_encoding_name = "UTF8"
         self._standard_strings = True
         self._sql_state = SessionState()
+        self._pending_change = ""
         self._status = pg.TransactionStatus.IDLE
         self._plan: RowTransformer | None = None
         self._describes: DescribeQueue | None = None
@@ -670,19 +678,115 @@ class ClientConnection(protocol.Protocol):
             client_encoding=self._server_encoding_name,
         )
 
-    def _parts(self, text: str) -> tuple[StatementPart, ...]:
-        # FIXME(#4): a SET search_path or SET ROLE in an earlier query
-        # string is not carried into later ones; names are resolved
-        # against the default search path of the session's user.
-        parts = tuple(c.to_part() for c in classify(text, self._sql_state))
+    def _classified(
+        self, text: str
+    ) -> tuple[tuple[Classification, ...], tuple[StatementPart, ...]]:
+        classes = classify(text, self._sql_state)
+        parts = tuple(c.to_part() for c in classes)
         if self._fence_at_sync:
             # An earlier Execute of this batch may change how the server
             # reads this text, and the server reports the new settings
             # only at the batch's end: the gateway cannot be sure.
-            return tuple(
+            parts = tuple(
                 attrs.evolve(part, problem=_SETTINGS_IN_FLIGHT) for part in parts
             )
-        return parts
+        return classes, parts
+
+    def _submit(
+        self,
+        classes: tuple[Classification, ...],
+        event: StatementReceived,
+        frame: pg.Frame,
+        out: list[bytes],
+    ) -> None:
+        """
+        Judge a statement once the catalog said what it reaches, and
+        apply the verdict.  While the catalog is being read, relaying
+        from the client waits, as for a held verdict.
+        """
+        assert self.session is not None
+        wanted = request(classes) if self.session.wants(StatementReceived) else None
+        if wanted is None:
+            self._decided(classes, event, frame, out)
+            return
+        catalog = self._catalog()
+        facts = catalog.known_facts(wanted)
+        if facts is not None:
+            self._reached(classes, event, facts, frame, out)
+            return
+
+        self._held = True
+        if out and self.server is not None:
+            self.server.write(b"".join(out))
+            out.clear()
+
+        def resume() -> list[bytes] | None:
+            self._held = False
+            assert self._gate is not None
+            self._gate.resume("verdict")
+            return [] if self._state == "relay" else None
+
+        def found(facts: Facts) -> None:
+            pending = resume()
+            if pending is not None:
+                self._reached(classes, event, facts, frame, pending)
+                self._flush_then_relay(pending)
+
+        def failed(failure: Failure) -> None:
+            self._log.error(
+                "Cannot read the catalog of {target} for session {session_id}: {error}",
+                target=self.session.target.name if self.session else "?",
+                session_id=self.session.id if self.session else "?",
+                error=failure.getErrorMessage(),
+            )
+            pending = resume()
+            if pending is not None:
+                problem = "the target's catalog could not be read"
+                parts = tuple(attrs.evolve(p, problem=problem) for p in event.parts)
+                self._decided(classes, attrs.evolve(event, parts=parts), frame, pending)
+                self._flush_then_relay(pending)
+
+        catalog.facts(wanted).addCallbacks(found, failed)
+
+    def _flush_then_relay(self, pending: list[bytes]) -> None:
+        if pending and self.server is not None:
+            self.server.write(b"".join(pending))
+        self._relay_client()
+
+    def _reached(
+        self,
+        classes: tuple[Classification, ...],
+        event: StatementReceived,
+        facts: Facts,
+        frame: pg.Frame,
+        out: list[bytes],
+    ) -> None:
+        state = with_paths(self._sql_state, facts)
+        if state != self._sql_state:
+            # The role's default search path is known only now: the
+            # names resolve to more schemas than the text was read with.
+            self._sql_state = state
+            classes, parts = self._classified(event.text)
+            self._submit(classes, attrs.evolve(event, parts=parts), frame, out)
+            return
+        parts = widened(event.parts, classes, facts)
+        self._decided(classes, attrs.evolve(event, parts=parts), frame, out)
+
+    def _decided(
+        self,
+        classes: tuple[Classification, ...],
+        event: StatementReceived,
+        frame: pg.Frame,
+        out: list[bytes],
+    ) -> None:
+        parts, self._pending_change = after_change(
+            event.parts, classes, self._pending_change
+        )
+        event = attrs.evolve(event, parts=parts)
+        self._sql_state = carry(self._sql_state, classes)
+        verdict = self._judge(event, frame, out)
+        if verdict is not None:
+            self._apply(verdict, event, frame, out)
 
     # -- ISessionHandle ----------------------------------------------------
 
@@ -820,18 +924,17 @@ class ClientConnection(protocol.Protocol):
     def _on_query(self, frame: pg.Frame, out: list[bytes]) -> None:
         assert self.session is not None
         text = _text(frame.payload[:-1], self._encoding)
+        classes, parts = self._classified(text)
         event = StatementReceived(
             session_id=self.session.id,
             protocol="postgres",
             statement_id=self.session.next_id(),
             text=text,
             path="simple",
-            parts=self._parts(text),
+            parts=parts,
             classified=True,
         )
-        verdict = self._judge(event, frame, out)
-        if verdict is not None:
-            self._apply_query(verdict, event, frame, out)
+        self._submit(classes, event, frame, out)
 
     def _apply_query(
         self,
@@ -852,7 +955,7 @@ class ClientConnection(protocol.Protocol):
             return
         self._tracker.query(event.statement_id, now)
         out.append(frame.raw)
-        if _changes_reading(event):
+        if _changes_reading(event) or self._pending_change:
             self._fence()
 
     def _on_parse(self, frame: pg.Frame, out: list[bytes]) -> None:
@@ -860,6 +963,7 @@ class ClientConnection(protocol.Protocol):
         message = pg.parse_parse(frame.payload, "latin-1")
         name = _text(message.name.encode("latin-1"), self._encoding)
         text = _text(message.text.encode("latin-1"), self._encoding)
+        classes, parts = self._classified(text)
         event = StatementReceived(
             session_id=self.session.id,
             protocol="postgres",
@@ -867,12 +971,10 @@ class ClientConnection(protocol.Protocol):
             text=text,
             path="extended",
             statement_name=name,
-            parts=self._parts(text),
+            parts=parts,
             classified=True,
         )
-        verdict = self._judge(event, frame, out)
-        if verdict is not None:
-            self._apply_parse(verdict, event, frame, out)
+        self._submit(classes, event, frame, out)
 
     def _apply_parse(
         self,
@@ -892,7 +994,7 @@ class ClientConnection(protocol.Protocol):
             return
         self._refused.pop(name, None)
         self._statements[name] = (event.statement_id, _sets_password(event.text))
-        if _changes_reading(event):
+        if _changes_reading(event) or self._pending_change:
             self._fencing.add(event.statement_id)
         else:
             self._fencing.discard(event.statement_id)
@@ -1131,6 +1233,11 @@ class ClientConnection(protocol.Protocol):
             if self._status == pg.TransactionStatus.IDLE:
                 # Portals, the unnamed one too, last to the transaction's end.
                 self._portals.clear()
+                if self._pending_change and not len(self._tracker):
+                    # What may have changed the catalog is committed (or
+                    # rolled back): read it afresh from now on.
+                    self._pending_change = ""
+                    self._catalog().changed()
             if self._fenced and not len(self._tracker):
                 self._fenced = False
                 self._fence_lifted = True

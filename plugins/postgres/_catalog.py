@@ -1,11 +1,27 @@
 """
-Column lineage: which table and column a result column comes from.
+What the target's catalog says that statement text cannot.
 
-A RowDescription names each column's table by OID and its column by
-number.  Masking rules name tables and columns, so the gateway maps the
-numbers to names with catalog queries on a connection of its own, one
-per target, and caches the answer per table for a short while (a table
-renamed since is seen again once the entry expires).
+Column lineage: a RowDescription names each column's table by OID and
+its column by number.  Masking rules name tables and columns, so the
+gateway maps the numbers to names with catalog queries on a connection
+of its own, one per target, and caches the answer per table for a short
+while (a table renamed since is seen again once the entry expires).
+
+Reach: a statement that names a relation may touch others and run code
+it never names.  A view or rule leads to the relations its definition
+uses; a scan of a table returns its inheritance children and
+partitions, and a row written to a child shows in its parents; a
+foreign key with an action writes the referencing table; triggers,
+rules, column defaults, constraints, index expressions and row security
+policies run functions.  L{Catalog.facts} follows all of these for each
+statement of a query string, and reports the functions and operators of
+the target's own that shadow a name the statement uses.  What counts as
+the target's own: anything outside C{pg_catalog} and
+C{information_schema} that no extension installed.
+
+The connection searches only C{pg_catalog} and every operator in its
+queries is qualified, so objects a client created cannot answer for the
+catalog.
 
 test-case-name: tests.integration.test_postgres_lineage
 """
@@ -15,6 +31,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+import attrs
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -27,13 +44,358 @@ B = pg.BackendType
 
 _TTL = 60.0
 
+# Every operator is qualified, though the connection searches only
+# pg_catalog: nothing of the target's own may answer for the catalog.
 _QUERY = (
     "select a.attrelid, n.nspname, c.relname, a.attnum, a.attname "
     "from pg_catalog.pg_attribute a "
-    "join pg_catalog.pg_class c on c.oid = a.attrelid "
-    "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
-    "where a.attrelid in ({oids}) and a.attnum > 0"
+    "join pg_catalog.pg_class c on c.oid operator(pg_catalog.=) a.attrelid "
+    "join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace "
+    "where a.attrelid operator(pg_catalog.=) any "
+    "('{{{oids}}}'::pg_catalog.oid[]) and a.attnum operator(pg_catalog.>) 0"
 )
+
+# The tables whose rows a table's scan also returns: its inheritance
+# children and partitions, at any depth.
+_DESCENDANTS = (
+    "with recursive d(top, oid) as ("
+    "select i.inhparent, i.inhrelid from pg_catalog.pg_inherits i "
+    "where i.inhparent operator(pg_catalog.=) any ('{{{oids}}}'::pg_catalog.oid[]) "
+    "union select d.top, i.inhrelid from d join pg_catalog.pg_inherits i "
+    "on i.inhparent operator(pg_catalog.=) d.oid) "
+    "select d.top, n.nspname, c.relname from d "
+    "join pg_catalog.pg_class c on c.oid operator(pg_catalog.=) d.oid "
+    "join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace"
+)
+
+
+# What a statement reaches beyond its text.
+
+_FACTS_TTL = 5.0
+
+_FACTS_LIMIT = 1024
+
+_EQ = "operator(pg_catalog.=)"
+_NE = "operator(pg_catalog.<>)"
+
+# A function or operator of the target's own, which any role that may
+# create objects could have written: not in pg_catalog or
+# information_schema, and not part of an extension.
+_OWN = (
+    "{alias}.{ns} " + _NE + " 'pg_catalog'::pg_catalog.regnamespace"
+    " and {alias}.{ns} " + _NE + " 'information_schema'::pg_catalog.regnamespace"
+    " and not exists (select from pg_catalog.pg_depend e"
+    " where e.classid " + _EQ + " '{catalog}'::pg_catalog.regclass"
+    " and e.objid " + _EQ + " {alias}.oid and e.deptype " + _EQ + " 'e')"
+)
+
+_OWN_FUNCTION = _OWN.format(alias="p", ns="pronamespace", catalog="pg_catalog.pg_proc")
+_OWN_OPERATOR = _OWN.format(
+    alias="o", ns="oprnamespace", catalog="pg_catalog.pg_operator"
+)
+
+_RELATIONS = f"""
+start(oid, mode, part) as (
+  select c.oid, s.mode, s.part from pg_catalog.pg_class c
+  join pg_catalog.pg_namespace n on n.oid {_EQ} c.relnamespace
+  join rows from (pg_catalog.unnest($1), pg_catalog.unnest($2),
+       pg_catalog.unnest($3), pg_catalog.unnest($4)) as s(nsp, rel, mode, part)
+    on (s.nsp {_EQ} '' or n.nspname {_EQ} s.nsp) and c.relname {_EQ} s.rel
+),
+reach(oid, mode, part, how) as (
+  select oid, mode, part, 'named'::pg_catalog.text from start
+  union
+  select e.dst, r.mode, r.part, e.how from reach r cross join lateral (
+    select d.refobjid as dst, 'rule'::pg_catalog.text as how
+      from pg_catalog.pg_rewrite w join pg_catalog.pg_depend d
+        on d.classid {_EQ} 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+       and d.objid {_EQ} w.oid
+       and d.refclassid {_EQ} 'pg_catalog.pg_class'::pg_catalog.regclass
+     where w.ev_class {_EQ} r.oid and d.refobjid {_NE} r.oid
+    union all
+    select i.inhrelid, 'child' from pg_catalog.pg_inherits i
+     where i.inhparent {_EQ} r.oid
+    union all
+    select i.inhparent, 'parent' from pg_catalog.pg_inherits i
+     where i.inhrelid {_EQ} r.oid and r.mode {_EQ} 'w'
+    union all
+    select k.conrelid, 'cascade' from pg_catalog.pg_constraint k
+     where k.confrelid {_EQ} r.oid and k.contype {_EQ} 'f' and r.mode {_EQ} 'w'
+       and (k.confdeltype {_NE} 'a' and k.confdeltype {_NE} 'r'
+            or k.confupdtype {_NE} 'a' and k.confupdtype {_NE} 'r')
+  ) e
+),
+attached(classid, objid, mode, part) as (
+  select 'pg_catalog.pg_rewrite'::pg_catalog.regclass, w.oid, r.mode, r.part
+    from pg_catalog.pg_rewrite w join reach r on w.ev_class {_EQ} r.oid
+  union all
+  select 'pg_catalog.pg_policy'::pg_catalog.regclass, p.oid, r.mode, r.part
+    from pg_catalog.pg_policy p join reach r on p.polrelid {_EQ} r.oid
+  union all
+  select 'pg_catalog.pg_trigger'::pg_catalog.regclass, t.oid, r.mode, r.part
+    from pg_catalog.pg_trigger t join reach r on t.tgrelid {_EQ} r.oid
+   where r.mode {_EQ} 'w'
+  union all
+  select 'pg_catalog.pg_attrdef'::pg_catalog.regclass, a.oid, r.mode, r.part
+    from pg_catalog.pg_attrdef a join reach r on a.adrelid {_EQ} r.oid
+   where r.mode {_EQ} 'w'
+  union all
+  select 'pg_catalog.pg_constraint'::pg_catalog.regclass, k.oid, r.mode, r.part
+    from pg_catalog.pg_constraint k join reach r on k.conrelid {_EQ} r.oid
+   where r.mode {_EQ} 'w'
+  union all
+  select 'pg_catalog.pg_class'::pg_catalog.regclass, x.indexrelid, r.mode, r.part
+    from pg_catalog.pg_index x join reach r on x.indrelid {_EQ} r.oid
+   where r.mode {_EQ} 'w'
+)"""  # noqa: S608 - constant text; every value is a parameter
+
+#: One statement, prepared once per catalog connection.  Its rows:
+#: C{relation} (a relation a part reaches, and how), C{code} (a
+#: function of the target's own that reaching it runs), C{function}
+#: and C{operator} (overloads of the target's own of names parts use),
+#: C{path} (the role's and database's default settings).
+# The text is constant: every value arrives as a parameter.
+_FACTS = (
+    "prepare hoopgate_facts(pg_catalog.text[], pg_catalog.text[], "  # noqa: S608
+    "pg_catalog.text[], pg_catalog.int4[], pg_catalog.name[], "
+    "pg_catalog.name[], pg_catalog.name[]) as "
+    f"with recursive {_RELATIONS}"
+    f"""
+select 'relation', r.mode, r.part, n.nspname::pg_catalog.text,
+       c.relname::pg_catalog.text, r.how
+  from reach r join pg_catalog.pg_class c on c.oid {_EQ} r.oid
+  join pg_catalog.pg_namespace n on n.oid {_EQ} c.relnamespace
+union
+select 'code', a.mode, a.part, n.nspname::pg_catalog.text,
+       p.proname::pg_catalog.text, a.classid::pg_catalog.text
+  from attached a join pg_catalog.pg_depend d
+    on d.classid {_EQ} a.classid and d.objid {_EQ} a.objid
+   and d.refclassid {_EQ} 'pg_catalog.pg_proc'::pg_catalog.regclass
+  join pg_catalog.pg_proc p on p.oid {_EQ} d.refobjid
+  join pg_catalog.pg_namespace n on n.oid {_EQ} p.pronamespace
+ where {_OWN_FUNCTION}
+union
+select 'function', '', -1, n.nspname::pg_catalog.text,
+       p.proname::pg_catalog.text, ''
+  from pg_catalog.pg_proc p
+  join pg_catalog.pg_namespace n on n.oid {_EQ} p.pronamespace
+ where (p.proname {_EQ} any ($5)
+        or p.proname {_EQ} any ($7) and p.pronargs {_EQ} 1)
+   and {_OWN_FUNCTION}
+union
+select 'operator', '', -1, n.nspname::pg_catalog.text,
+       o.oprname::pg_catalog.text, ''
+  from pg_catalog.pg_operator o
+  join pg_catalog.pg_namespace n on n.oid {_EQ} o.oprnamespace
+ where o.oprname {_EQ} any ($6) and {_OWN_OPERATOR}
+union
+select 'path', '', -1, '', pg_catalog.unnest(s.setconfig), ''
+  from pg_catalog.pg_db_role_setting s
+ where s.setrole {_EQ} any (array[0, (select r.oid from pg_catalog.pg_roles r
+         where r.rolname {_EQ} current_user)]::pg_catalog.oid[])
+   and s.setdatabase {_EQ} any (array[0, (select d.oid
+         from pg_catalog.pg_database d
+         where d.datname {_EQ} pg_catalog.current_database())]::pg_catalog.oid[])
+"""
+)
+
+
+@frozen
+class Request:
+    """
+    What a query string's statements name, for L{Catalog.facts}.
+
+    Attributes:
+        parts: For each statement, the relations it reads and writes,
+            as the classifier renders them.
+        functions: Unqualified names of functions the string calls.
+        operators: Unqualified operators it uses.
+        attributes: Column names it refers to (C{t.f} may call a
+            function C{f} of C{t}'s row type).
+    """
+
+    parts: tuple[tuple[frozenset[str], frozenset[str]], ...]
+    functions: frozenset[str] = frozenset()
+    operators: frozenset[str] = frozenset()
+    attributes: frozenset[str] = frozenset()
+
+
+@frozen
+class PartFacts:
+    """
+    What one statement reaches beyond what it names.
+
+    Attributes:
+        reads: Relations it reads, the named ones included.
+        writes: Relations it writes, the named ones included.
+        through_rules: Relations it reads through a view or rule, whose
+            columns lineage cannot follow.
+        code: The functions of the target's own it runs unnamed, each
+            as C{schema.name (how)}.
+    """
+
+    reads: frozenset[str] = frozenset()
+    writes: frozenset[str] = frozenset()
+    through_rules: frozenset[str] = frozenset()
+    code: tuple[str, ...] = ()
+
+
+@frozen
+class Facts:
+    """
+    The catalog's answer for a query string.
+
+    Attributes:
+        parts: One per statement, in order.
+        shadowed: Functions and operators the string uses by an
+            unqualified name that the target's own objects overload,
+            each as C{schema.name}.
+        paths: The search paths the role's and database's defaults set.
+    """
+
+    parts: tuple[PartFacts, ...]
+    shadowed: tuple[str, ...] = ()
+    paths: tuple[tuple[str, ...], ...] = ()
+
+
+def split_name(relation: str) -> tuple[str, str]:
+    """
+    The schema (C{""}: any) and name of a relation the classifier
+    rendered, unquoted.
+    """
+    parts: list[str] = []
+    position = 0
+    while position <= len(relation):
+        if relation.startswith('"', position):
+            end = position + 1
+            text = []
+            while end < len(relation):
+                if relation[end] == '"':
+                    if relation.startswith('""', end):
+                        text.append('"')
+                        end += 2
+                        continue
+                    break
+                text.append(relation[end])
+                end += 1
+            parts.append("".join(text))
+            position = end + 2
+        else:
+            end = relation.find(".", position)
+            end = len(relation) if end < 0 else end
+            parts.append(relation[position:end])
+            position = end + 1
+    if len(parts) == 1:
+        return "", parts[0]
+    schema, name = parts[-2], parts[-1]
+    return ("" if schema == "pg_temp" else schema), name
+
+
+def _array(items: list[str]) -> str:
+    """
+    A text array literal inside a string literal.
+    """
+    elements = ",".join(
+        '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items
+    )
+    return "'{" + elements.replace("'", "''") + "}'"
+
+
+def _execute(request: Request) -> str:
+    schemas, names, modes, numbers = [], [], [], []
+    for number, (reads, writes) in enumerate(request.parts):
+        for mode, relations in (("r", reads), ("w", writes)):
+            for relation in sorted(relations):
+                schema, name = split_name(relation)
+                schemas.append(schema)
+                names.append(name)
+                modes.append(mode)
+                numbers.append(str(number))
+    arguments = [
+        _array(schemas),
+        _array(names),
+        _array(modes),
+        "'{" + ",".join(numbers) + "}'",
+        _array(sorted(request.functions)),
+        _array(sorted(request.operators)),
+        _array(sorted(request.attributes)),
+    ]
+    return f"execute hoopgate_facts({', '.join(arguments)})"
+
+
+_HOW = {
+    "pg_catalog.pg_rewrite": "rule",
+    "pg_catalog.pg_policy": "row security policy",
+    "pg_catalog.pg_trigger": "trigger",
+    "pg_catalog.pg_attrdef": "column default",
+    "pg_catalog.pg_constraint": "constraint",
+    "pg_catalog.pg_class": "index",
+    "pg_rewrite": "rule",
+    "pg_policy": "row security policy",
+    "pg_trigger": "trigger",
+    "pg_attrdef": "column default",
+    "pg_constraint": "constraint",
+    "pg_class": "index",
+}
+
+
+def _path(setting: str) -> tuple[str, ...] | None:
+    name, _, value = setting.partition("=")
+    if name.strip().lower() != "search_path":
+        return None
+    path = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if entry.startswith('"') and entry.endswith('"') and len(entry) > 1:
+            entry = entry[1:-1].replace('""', '"')
+        if entry:
+            path.append(entry)
+    return tuple(path)
+
+
+def _facts(request: Request, rows: list[list[bytes | None]]) -> Facts:
+    count = len(request.parts)
+    reads: list[set[str]] = [set(r) for r, _ in request.parts]
+    writes: list[set[str]] = [set(w) for _, w in request.parts]
+    through: list[set[str]] = [set() for _ in range(count)]
+    code: list[dict[str, None]] = [{} for _ in range(count)]
+    shadowed: dict[str, None] = {}
+    paths: list[tuple[str, ...]] = []
+    for row in rows:
+        kind, mode, number, schema, name, how = (
+            (v or b"").decode("utf-8", "replace") for v in row
+        )
+        if kind == "path":
+            path = _path(name)
+            if path is not None and path not in paths:
+                paths.append(path)
+            continue
+        if kind in ("function", "operator"):
+            shadowed[relation_name(schema, name)] = None
+            continue
+        part = int(number)
+        if not 0 <= part < count:
+            continue
+        if kind == "code":
+            code[part][f"{relation_name(schema, name)} ({_HOW.get(how, how)})"] = None
+            continue
+        relation = relation_name(schema, name)
+        (reads if mode == "r" else writes)[part].add(relation)
+        if how == "rule" and mode == "r":
+            through[part].add(relation)
+    return Facts(
+        parts=tuple(
+            PartFacts(
+                reads=frozenset(reads[i]),
+                writes=frozenset(writes[i]),
+                through_rules=frozenset(through[i]),
+                code=tuple(code[i]),
+            )
+            for i in range(count)
+        ),
+        shadowed=tuple(shadowed),
+        paths=tuple(paths),
+    )
 
 
 class CatalogError(Exception):
@@ -50,10 +412,13 @@ class Table:
     Attributes:
         relation: C{schema.name}, quoted as statement parts quote it.
         columns: Column numbers to names.
+        descendants: Tables whose rows a scan of this one also returns
+            (inheritance children, partitions), likewise named.
     """
 
     relation: str
     columns: dict[int, str]
+    descendants: list[str] = attrs.Factory(list)
 
 
 def _quote(part: str) -> str:
@@ -164,7 +529,39 @@ class Catalog:
         self._target = target
         self._credential = credential
         self._tables: dict[int, tuple[float, Table | None]] = {}
+        self._facts: dict[Request, tuple[float, Facts]] = {}
         self._reader: _Reader | None = None
+
+    def known_facts(self, request: Request) -> Facts | None:
+        """
+        The cached facts for C{request}, if fresh.
+        """
+        entry = self._facts.get(request)
+        if entry is None or entry[0] < self._reactor.seconds():
+            return None
+        return entry[1]
+
+    def facts(self, request: Request) -> Deferred[Facts]:
+        """
+        What the statements of C{request} reach, read from the catalog.
+        """
+
+        def store(rows: list[list[bytes | None]]) -> Facts:
+            found = _facts(request, rows)
+            if len(self._facts) >= _FACTS_LIMIT:
+                self._facts.clear()
+            self._facts[request] = (self._reactor.seconds() + _FACTS_TTL, found)
+            return found
+
+        return self._connection().run(_execute(request)).addCallback(store)
+
+    def changed(self) -> None:
+        """
+        The catalog may have changed (a statement that can change it
+        ended): forget what was read before.
+        """
+        self._facts.clear()
+        self._tables.clear()
 
     def known(self, oids: set[int]) -> dict[int, Table | None] | None:
         """
@@ -183,15 +580,30 @@ class Catalog:
         """
         The tables of C{oids} (C{None} for an OID that is no table).
         """
-        sql = _QUERY.format(oids=", ".join(str(int(o)) for o in sorted(oids)))
+        listed = ",".join(str(int(o)) for o in sorted(oids))
+        reader = self._connection()
+        columns = reader.run(_QUERY.format(oids=listed))
+        below = reader.run(_DESCENDANTS.format(oids=listed))
 
-        def store(rows: list[list[bytes | None]]) -> dict[int, Table | None]:
-            return self._store(oids, rows)
+        def store(rows: list[list[bytes | None]]) -> Deferred[dict[int, Table | None]]:
+            def stored(
+                descendants: list[list[bytes | None]],
+            ) -> dict[int, Table | None]:
+                return self._store(oids, rows, descendants)
 
-        return self._connection().run(sql).addCallback(store)
+            return below.addCallback(stored)
+
+        def drop_below(failure: Any) -> Any:
+            below.addErrback(lambda _: None)
+            return failure
+
+        return columns.addCallbacks(store, drop_below)
 
     def _store(
-        self, oids: set[int], rows: list[list[bytes | None]]
+        self,
+        oids: set[int],
+        rows: list[list[bytes | None]],
+        descendants: list[list[bytes | None]],
     ) -> dict[int, Table | None]:
         tables: dict[int, Table | None] = dict.fromkeys(oids)
         for relid, schema, name, number, column in rows:
@@ -202,6 +614,11 @@ class Catalog:
                 relation = relation_name(schema.decode(), name.decode())
                 table = tables[oid] = Table(relation, {})
             table.columns[int(number)] = column.decode()
+        for top, schema, name in descendants:
+            assert top and schema and name
+            parent = tables.get(int(top))
+            if parent is not None:
+                parent.descendants.append(relation_name(schema.decode(), name.decode()))
         expires = self._reactor.seconds() + _TTL
         for oid, table in tables.items():
             self._tables[oid] = (expires, table)
@@ -220,12 +637,23 @@ class Catalog:
                     "database": getattr(settings, "database", ""),
                     "application_name": "hoopgate/catalog",
                     "client_encoding": "UTF8",
+                    "search_path": "pg_catalog",
+                    "standard_conforming_strings": "on",
+                    "plan_cache_mode": "force_generic_plan",
                 },
                 client=reader,
                 label=f"the catalog of {self._target.name}",
             )
             self._reader = reader
+            reader.run(_FACTS).addErrback(self._unprepared)
         return self._reader
+
+    def _unprepared(self, failure: Any) -> None:
+        self._log.error(
+            "Cannot prepare the catalog statement of {target}: {error}",
+            target=self._target.name,
+            error=failure.getErrorMessage(),
+        )
 
     def reader_lost(self, reader: _Reader) -> None:
         """

@@ -75,6 +75,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Final
 
+import attrs
 from attrs import field, frozen
 from pglast import parser as pg_parser
 
@@ -336,12 +337,18 @@ class SessionState:
             string literals are literal.
         client_encoding: The client encoding's name, as PostgreSQL
             reports it (C{UTF8}, C{SJIS}, ...).
+        more_paths: Other search paths the session may be using: set by
+            earlier query strings (which may have failed or been rolled
+            back) or by the role's and database's defaults.
+        more_users: Other roles C{"$user"} may stand for (C{SET ROLE}).
     """
 
     search_path: tuple[str, ...] = field(
         default=DEFAULT_SEARCH_PATH, converter=_search_path
     )
     user: str | None = None
+    more_paths: tuple[tuple[str, ...], ...] = ()
+    more_users: tuple[str, ...] = ()
     standard_conforming_strings: bool = True
     client_encoding: str = "UTF8"
 
@@ -377,6 +384,15 @@ class Classification:
         stream_format: For COPY TO STDOUT: C{text}, C{csv} (either with
             C{+header}), C{binary}, or C{other} for options the gateway
             does not read (delimiter, null string, quoting, encoding).
+        functions: Allow-listed functions it calls by unqualified name,
+            which an overload on the target could shadow.
+        operators: Operators it names without a schema, likewise.
+        indirect: Whether it may make later statements run code or
+            reach relations they do not name (a view, rule, trigger,
+            function, operator, inheritance, a rename, a role's search
+            path): the catalog must be read again after it.
+        sets_path: The search path a C{SET search_path} sets, if it is one.
+        sets_roles: The roles a C{SET ROLE} names, if it is one.
     """
 
     text: str
@@ -391,6 +407,11 @@ class Classification:
     columns: frozenset[str] | tuple[str, ...] = frozenset()
     derived_columns: frozenset[str] = frozenset()
     stream_format: str = ""
+    functions: frozenset[str] = frozenset()
+    operators: frozenset[str] = frozenset()
+    indirect: bool = False
+    sets_path: tuple[str, ...] | None = None
+    sets_roles: tuple[str, ...] = ()
 
     def to_part(self) -> StatementPart:
         """
@@ -409,6 +430,7 @@ class Classification:
             writes=tuple(sorted(self.relations_written)),
             shapes=tuple(sorted(shape.value for shape in self.shapes)),
             problem=problem,
+            reason=(self.reason or "") if self.effect is Effect.UNKNOWN else "",
             columns=_column_names(self.columns),
             derived_columns=tuple(
                 sorted(_column_name(c) for c in self.derived_columns)
@@ -578,7 +600,101 @@ def _classify_statement(
         columns=walk.copy_columns or frozenset(walk.column_names),
         derived_columns=frozenset(walk.derived),
         stream_format=walk.stream_format,
+        functions=frozenset(walk.functions),
+        operators=frozenset(walk.operators),
+        indirect=bool(reason) or _indirect(kind, fields),
+        sets_path=_path_set(kind, fields),
+        sets_roles=_roles_set(kind, fields),
     )
+
+
+def carry(state: SessionState, classes: Iterable[Classification]) -> SessionState:
+    """
+    The state later query strings are classified with, once C{classes}
+    were sent: the paths and roles they set join the ones already
+    possible (the server may have applied them or not).
+    """
+    paths = list(state.more_paths)
+    users = list(state.more_users)
+    for item in classes:
+        if item.sets_path is not None and item.sets_path not in paths:
+            paths.append(item.sets_path)
+        users.extend(r for r in item.sets_roles if r not in users)
+    if len(paths) == len(state.more_paths) and len(users) == len(state.more_users):
+        return state
+    return attrs.evolve(state, more_paths=tuple(paths), more_users=tuple(users))
+
+
+def _path_set(kind: str, fields: _Fields) -> tuple[str, ...] | None:
+    if kind != "VariableSetStmt" or fields.get("name") != "search_path":
+        return None
+    if fields.get("kind") != "VAR_SET_VALUE":
+        return None
+    return tuple(_constant_texts(fields.get("args")))
+
+
+def _roles_set(kind: str, fields: _Fields) -> tuple[str, ...]:
+    if kind != "VariableSetStmt":
+        return ()
+    if fields.get("name") not in ("role", "session_authorization"):
+        return ()
+    return tuple(_constant_texts(fields.get("args")))
+
+
+#: Statements after which later ones may run code or reach relations
+#: they do not name.
+_INDIRECT: Final = frozenset(
+    {
+        "ViewStmt", "RuleStmt", "CreateTrigStmt", "CreateFunctionStmt",
+        "AlterFunctionStmt", "DefineStmt", "CreateCastStmt",
+        "CreateTransformStmt", "CreateOpClassStmt", "CreateOpFamilyStmt",
+        "AlterOpFamilyStmt", "AlterOperatorStmt", "CreateDomainStmt",
+        "AlterDomainStmt", "CreatePolicyStmt", "AlterPolicyStmt",
+        "RenameStmt", "AlterObjectSchemaStmt", "CreateEventTrigStmt",
+        "AlterEventTrigStmt", "AlterRoleSetStmt", "AlterDatabaseSetStmt",
+        "CreateExtensionStmt", "AlterExtensionStmt",
+        "AlterExtensionContentsStmt", "CreateForeignTableStmt",
+        "ImportForeignSchemaStmt", "CreateConversionStmt",
+        "AlterSystemStmt", "CreatePLangStmt", "CreateStatsStmt",
+    }
+)  # fmt: skip
+
+#: ALTER TABLE subcommands that add no code and no relation behind a table.
+_PLAIN_ALTERATIONS: Final = frozenset(
+    {
+        "AT_AddColumn", "AT_ColumnDefault", "AT_DropNotNull", "AT_SetNotNull",
+        "AT_SetStatistics", "AT_SetOptions", "AT_ResetOptions",
+        "AT_SetStorage", "AT_SetCompression", "AT_DropColumn",
+        "AT_AddIndex", "AT_AlterColumnType", "AT_ClusterOn",
+        "AT_DropCluster", "AT_SetLogged", "AT_SetUnLogged",
+        "AT_SetRelOptions", "AT_ResetRelOptions", "AT_ReplaceRelOptions",
+        "AT_DropConstraint", "AT_ValidateConstraint", "AT_AddIdentity",
+        "AT_SetIdentity", "AT_DropIdentity", "AT_DropExpression",
+    }
+)  # fmt: skip
+
+
+def _indirect(kind: str, fields: _Fields) -> bool:
+    """
+    Whether a statement may change what later ones do beyond their text.
+    """
+    if kind in _INDIRECT:
+        return True
+    if kind == "CreateStmt":
+        keys = ("inhRelations", "partbound", "ofTypename")
+        return any(fields.get(key) for key in keys)
+    if kind != "AlterTableStmt":
+        return False
+    for command in fields.get("cmds") or []:
+        _, cmd = _unwrap(command)
+        subtype = str(cmd.get("subtype", ""))
+        if subtype == "AT_AddConstraint":
+            _, constraint = _unwrap(cmd.get("def"))
+            if constraint.get("contype") == "CONSTR_FOREIGN":
+                return True
+        elif subtype not in _PLAIN_ALTERATIONS:
+            return True
+    return False
 
 
 def _own_query(kind: str, fields: _Fields) -> _Fields | None:
@@ -644,8 +760,9 @@ class _Paths:
     """
 
     def __init__(self, state: SessionState) -> None:
-        self._paths: list[tuple[str, ...]] = [state.search_path]
+        self._paths: list[tuple[str, ...]] = [state.search_path, *state.more_paths]
         self._users: list[str] = [state.user] if state.user else []
+        self._users.extend(state.more_users)
         self.reset = False
         self._update()
 
@@ -735,6 +852,8 @@ class _Walk:
         self._singles: set[str] = set()
         self._names: set[str] = set()
         self._cte_names: set[str] = set()
+        self.functions: set[str] = set()
+        self.operators: set[str] = set()
 
     # The generic walk.
 
@@ -955,11 +1074,9 @@ class _Walk:
         """
         Whether a function, operator or type name is a trusted built-in.
         """
-        # FIXME(#4): names are trusted without the catalog: an overload
-        # in a schema on the search path, or t.f calling f(t), is missed;
-        # so are the functions a CREATE TRIGGER or CREATE OPERATOR binds
-        # (classified as plain DDL) and the tables behind a view a write
-        # names.  Policies for restricted identities should deny DDL.
+        # Whether the name is shadowed on the target (an overload in a
+        # schema on the search path) is the catalog's to say: the
+        # classification lists the names it trusted.
         if len(names) == 2 and names[0] == "pg_catalog":
             return names[1] in allowed
         if len(names) == 1:
@@ -971,6 +1088,8 @@ class _Walk:
         An operator, if a name is given.
         """
         names = _svals(name)
+        if len(names) == 1:
+            self.operators.add(names[0])
         if names and not self.builtin(names, _OPERATORS):
             self.unknown(
                 Shape.FUNCTION_CALL,
@@ -983,6 +1102,8 @@ class _Walk:
         """
         names = _svals(fields.get("funcname"))
         grammar = fields.get("funcformat") == "COERCE_SQL_SYNTAX"
+        if len(names) == 1:
+            self.functions.add(names[0])
         if not grammar and not self.builtin(names, self._allowed):
             dotted = ".".join(_quote(name) for name in names)
             self.unknown(

@@ -1420,12 +1420,6 @@ class TestCodeInstalledThroughTheGateway:
     be); only the hook that calls them goes through the gateway.
     """
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="known shortcoming FIXME(#4) in plugins/postgres/_sql.py: CREATE TRIGGER naming a function that is not on"
-        " the allow-list is classified as plain DDL, so later allowed writes"
-        " run the function",
-    )
     def test_trigger(
         self, guard_gateway: RunningGateway, direct: Conn, seeded: list[tuple[int]]
     ) -> None:
@@ -1446,12 +1440,6 @@ class TestCodeInstalledThroughTheGateway:
         assert t_guard(direct) == seeded
         assert result.stderr.count(f"ERROR:  {PRIVILEGE}: ") == 1, result.stderr
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="known shortcoming FIXME(#4) in plugins/postgres/_sql.py: CREATE OPERATOR binding a built-in operator name"
-        " to a function off the allow-list is allowed, and the operator"
-        " allow-list trusts the name",
-    )
     def test_operator(
         self, guard_gateway: RunningGateway, direct: Conn, seeded: list[tuple[int]]
     ) -> None:
@@ -1472,12 +1460,6 @@ class TestCodeInstalledThroughTheGateway:
         assert t_guard(direct) == seeded
         assert result.stderr.count(f"ERROR:  {PRIVILEGE}: ") == 1, result.stderr
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="known shortcoming FIXME(#4) in plugins/postgres/_sql.py:"
-        " function names are trusted without the catalog, so an overload"
-        " in public shadows an allowed built-in",
-    )
     def test_function_overload(
         self, guard_gateway: RunningGateway, direct: Conn, seeded: list[tuple[int]]
     ) -> None:
@@ -1497,12 +1479,6 @@ class TestCodeInstalledThroughTheGateway:
         assert t_guard(direct) == seeded
         assert result.stderr.count(f"ERROR:  {PRIVILEGE}: ") >= 1, result.stderr
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="known shortcoming FIXME(#4) in plugins/postgres/_sql.py: relations are judged by the name a statement"
-        " writes, so an INSERT into an auto-updatable view over canary"
-        " (created through the gateway) writes canary",
-    )
     def test_updatable_view(self, guard_gateway: RunningGateway, direct: Conn) -> None:
         """
         A view over canary, then an INSERT into the view: one of them is

@@ -1065,7 +1065,9 @@ class UnclassifiedTests(SynchronousTestCase):
 
     def test_empty_parts_are_unknown(self) -> None:
         """
-        A statement without parts counts as one part of effect unknown.
+        A statement without parts counts as one part of effect unknown,
+        which may do whatever any deny list names: even a rule denying
+        only DROP refuses it.
         """
         event = statement(text="DROP TABLE canary")
 
@@ -1074,7 +1076,11 @@ class UnclassifiedTests(SynchronousTestCase):
         )
         assert denied_by(judged(NO_DESTRUCTIVE, event)) == "no-destructive"
         assert denied_by(judged(READ_ONLY, event)) == "analysts-read-only"
-        assert judged(self.COMMANDS_ONLY, event) is ALLOW
+        verdict = judged(self.COMMANDS_ONLY, event)
+        assert isinstance(verdict, Deny)
+        assert verdict.reason.detail == (
+            "r: part 1: its effect is unknown, so it may do what the rule denies"
+        )
 
     def test_blank_text(self) -> None:
         """

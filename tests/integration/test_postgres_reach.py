@@ -1,0 +1,518 @@
+"""
+What statements reach beyond their text, under the demo policy: views,
+rules, triggers, inheritance, foreign keys, the target's own overloads
+of built-in names, search paths set earlier or by the role, and objects
+created in the same transaction.  Real psql and psycopg through
+C{twistd hoopgate} to the test PostgreSQL; canary and the masked
+columns are checked directly after every attempt.
+
+Objects made directly are seen by the gateway within the catalog
+cache's few seconds; each test names its own, so that no answer cached
+for another test decides it.
+
+The policy is the demo's guardrails and strict masking (CONTRACT.md):
+no DROP or TRUNCATE, no DELETE or UPDATE without WHERE, no write to
+canary; C{customers.email} and C{ssn} redacted, C{card_number} keeping
+its last four digits.  It does not deny DDL, so every object here is
+created through the gateway unless a test says otherwise.
+
+test-case-name: tests.integration.test_postgres_reach
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.servers import pg_connect_args
+
+pytestmark = pytest.mark.timeout(180)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+PRIVILEGE = "42501"
+MASK = "[masked]"
+
+POLICY = """\
+  guardrails:
+    - name: no-destructive
+      subjects: ["*"]
+      deny:
+        commands: [DROP, TRUNCATE]
+        shapes: [delete_without_where, update_without_where]
+        writes: [canary]
+  masking:
+    strict: true
+    rules:
+      - name: customer-pii
+        subjects: ["*"]
+        columns: [public.customers.email, public.customers.ssn]
+        strategy: redact
+      - name: customer-cards
+        subjects: ["*"]
+        columns: [public.customers.card_number]
+        strategy: {keep_last: 4}
+      - name: detected
+        subjects: ["*"]
+        detect: [email, card_number, iban]
+        strategy: redact
+"""
+
+SETUP_SQL = """\
+create table reach_t (id int);
+create table reach_other (id int);
+create function reach_fill() returns trigger language plpgsql as
+  $$ begin insert into canary values (900); return new; end $$;
+create function reach_plus(text, text) returns text language sql as
+  $$ insert into canary values (901) returning 'x' $$;
+"""
+
+# Run directly after each test: what a test may have created, and the
+# role's search path, are put back.
+CLEAN_SQL = """\
+alter role app reset search_path;
+alter table customers no inherit reach_parent;
+drop table if exists reach_parent, reach_copy, reach_child cascade;
+drop view if exists reach_v, reach_vs, reach_ok;
+drop trigger if exists reach_tg on reach_t;
+alter table if exists reach_t no inherit canary;
+drop operator if exists public.+ (text, text);
+drop function if exists public.lower(int);
+drop schema if exists reach_evil cascade;
+truncate reach_t, reach_other, canary;
+drop table if exists reach_ruled, reach_role cascade;
+"""
+
+TEARDOWN_SQL = """\
+drop table if exists reach_t, reach_other cascade;
+drop function if exists reach_fill(), reach_plus(text, text) cascade;
+"""
+
+
+def _with_policy(text: str) -> str:
+    assert "guardrails:" not in text
+    assert text.endswith("on_token_expiry: close\n"), text[-200:]
+    return text + POLICY
+
+
+def _direct_args(servers: dict[str, str]) -> dict[str, Any]:
+    return pg_connect_args(servers, "app", servers["APP_PASSWORD"])
+
+
+@pytest.fixture(scope="module")
+def reach_gateway(
+    servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    with psycopg.connect(**_direct_args(servers), autocommit=True) as conn:
+        _each(conn, CLEAN_SQL + TEARDOWN_SQL)
+        conn.execute(SETUP_SQL)
+    running = start_gateway(
+        servers, tmp_path_factory.mktemp("reach-gateway"), edit=_with_policy
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+        with psycopg.connect(**_direct_args(servers), autocommit=True) as conn:
+            conn.execute(TEARDOWN_SQL)
+
+
+@pytest.fixture
+def direct(servers: dict[str, str]) -> Iterator[Conn]:
+    with psycopg.connect(**_direct_args(servers), autocommit=True) as conn:
+        yield conn
+
+
+def _each(conn: Conn, sql: str) -> None:
+    """
+    Run each line of C{sql}, going on past objects that are not there.
+    """
+    for statement in filter(None, (line.strip() for line in sql.splitlines())):
+        missing = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedObject)
+        with contextlib.suppress(*missing):
+            conn.execute(statement)
+
+
+@pytest.fixture(autouse=True)
+def clean(reach_gateway: RunningGateway, direct: Conn) -> Iterator[None]:
+    yield
+    _each(direct, CLEAN_SQL)
+
+
+def canary(direct: Conn) -> list[int]:
+    return [row[0] for row in direct.execute("select id from canary order by id")]
+
+
+def run(
+    gateway: RunningGateway, *statements: str, autocommit: bool = True
+) -> list[tuple[str, str] | list[tuple[Any, ...]]]:
+    """
+    Each statement on one gateway session: its rows, or its error's
+    SQLSTATE and, for a refusal, the detail the recording keeps (the
+    client hears only the rule's name).
+    """
+    args = gateway.connect_args(gateway.token())
+    results: list[tuple[str, str] | list[tuple[Any, ...]]] = []
+    session = ""
+    with psycopg.connect(**args, autocommit=autocommit) as conn:
+        for statement in statements:
+            try:
+                cursor = conn.execute(statement)
+                results.append(cursor.fetchall() if cursor.description else [])
+            except psycopg.Error as e:
+                assert e.diag.sqlstate is not None
+                detail = e.diag.message_detail or ""
+                session = detail.removeprefix("hoopgate reference ") or session
+                results.append((e.diag.sqlstate, e.diag.message_primary or ""))
+                if not autocommit:
+                    conn.rollback()
+    return _with_details(gateway, session, results)
+
+
+def _with_details(
+    gateway: RunningGateway,
+    session: str,
+    results: list[tuple[str, str] | list[tuple[Any, ...]]],
+) -> list[tuple[str, str] | list[tuple[Any, ...]]]:
+    if not session:
+        return results
+    details = iter(
+        str(line["reason"]["detail"])
+        for line in gateway.recording_lines(session)
+        if line.get("verdict") == "deny" and line.get("event") == "statement"
+    )
+    return [
+        (r[0], f"{r[1]}: {next(details, '')}")
+        if isinstance(r, tuple) and r[0] == PRIVILEGE
+        else r
+        for r in results
+    ]
+
+
+def refused(result: object, *words: str) -> bool:
+    """
+    Whether C{result} is a policy refusal whose detail names C{words}.
+    """
+    if not isinstance(result, tuple) or result[0] != PRIVILEGE:
+        return False
+    return all(word in result[1] for word in words)
+
+
+class TestWritesBehindNames:
+    """
+    A write to a relation that leads to canary is a write to canary.
+    """
+
+    def test_updatable_view(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        created, inserted = run(
+            reach_gateway,
+            "create view reach_v as select * from canary",
+            "insert into reach_v values (1)",
+        )
+
+        assert created == []
+        assert refused(inserted, "writes public.canary"), inserted
+        assert canary(direct) == []
+
+    def test_rule(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        """
+        A rule whose action writes canary is refused by its own text;
+        made directly, it makes the write to its table refused.
+        """
+        direct.execute("create table reach_ruled (id int)")
+        (created,) = run(
+            reach_gateway,
+            "create rule reach_r as on insert to reach_ruled"
+            " do also insert into canary values (new.id)",
+        )
+        direct.execute(
+            "create rule reach_r as on insert to reach_ruled"
+            " do also insert into canary values (new.id)"
+        )
+        (inserted,) = run(reach_gateway, "insert into reach_ruled values (2)")
+
+        assert refused(created, "writes public.canary"), created
+        assert refused(inserted, "writes public.canary"), inserted
+        assert canary(direct) == []
+
+    def test_trigger(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        created, inserted = run(
+            reach_gateway,
+            "create trigger reach_tg after insert on reach_t"
+            " for each row execute function reach_fill()",
+            "insert into reach_t values (3)",
+        )
+
+        assert created == []
+        assert refused(inserted, "public.reach_fill (trigger)"), inserted
+        assert canary(direct) == []
+
+    def test_child_of_canary(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        """
+        A row inserted into a child shows in its parent.
+        """
+        altered, inserted = run(
+            reach_gateway,
+            "alter table reach_t inherit canary",
+            "insert into reach_t values (4)",
+        )
+
+        assert altered == []
+        assert refused(inserted, "writes public.canary"), inserted
+        assert canary(direct) == []
+
+    def test_plain_table_still_written(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        The look-alike: a table with no trigger, rule or parent is
+        written as before, and a view over it is read.
+        """
+        results = run(
+            reach_gateway,
+            "insert into reach_other values (5)",
+            "create view reach_ok as select id from reach_other",
+            "select id from reach_ok",
+            "select lower('ABC'), 1 + 2",
+        )
+
+        assert results == [[], [], [(5,)], [("abc", 3)]]
+
+
+class TestShadowedNames:
+    """
+    The target's own function or operator answering for a built-in name.
+    """
+
+    def test_function_overload(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        created, called = run(
+            reach_gateway,
+            "create function public.lower(int) returns text language sql"
+            " as $$ insert into canary values (902) returning 'x' $$",
+            "select lower(7)",
+        )
+
+        assert created == []
+        assert refused(called, "public.lower"), called
+        assert canary(direct) == []
+
+    def test_operator(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        created, called = run(
+            reach_gateway,
+            "create operator public.+ (leftarg = text, rightarg = text,"
+            " function = reach_plus)",
+            "select 'a'::text + 'b'::text",
+        )
+
+        assert created == []
+        assert refused(called, 'public."+" may answer'), called
+        assert canary(direct) == []
+
+    def test_search_path_of_an_earlier_query(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        SET search_path in one query string still counts in the next.
+        """
+        results = run(
+            reach_gateway,
+            "create schema reach_evil",
+            "create view reach_evil.reach_other as select * from canary",
+            "set search_path = reach_evil, public",
+            "insert into reach_other values (6)",
+        )
+
+        assert results[:3] == [[], [], []]
+        assert refused(results[3], "writes public.canary"), results[3]
+        assert canary(direct) == []
+
+    def test_role_search_path(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        A default search path set on the role (directly) is one the
+        session may be using.
+        """
+        direct.execute("create table reach_role (id int)")
+        direct.execute("create schema reach_evil")
+        direct.execute("create view reach_evil.reach_role as select * from canary")
+        direct.execute("alter role app set search_path = reach_evil, public")
+
+        (inserted,) = run(reach_gateway, "insert into reach_role values (7)")
+
+        assert refused(inserted, "writes public.canary"), inserted
+        assert canary(direct) == []
+
+
+class TestSameTransaction:
+    """
+    The catalog is read on another connection, which cannot see the
+    session's open transaction.
+    """
+
+    def test_one_query_string(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        (both,) = run(
+            reach_gateway,
+            "create view reach_v as select * from canary;"
+            " insert into reach_v values (8)",
+        )
+
+        assert refused(both, "an earlier CREATE of this transaction"), both
+        assert canary(direct) == []
+        assert direct.execute("select to_regclass('reach_v')").fetchone() == (None,)
+
+    def test_transaction_block(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        results = run(
+            reach_gateway,
+            "create view reach_v as select * from canary",
+            "insert into reach_v values (9)",
+            autocommit=False,
+        )
+
+        assert results[0] == []
+        assert refused(results[1], "an earlier CREATE of this transaction"), results
+        assert canary(direct) == []
+
+    def test_committed_then_judged(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        Once the transaction commits, the next one sees the view.
+        """
+        args = reach_gateway.connect_args(reach_gateway.token())
+        with psycopg.connect(**args) as conn:
+            conn.execute("create view reach_v as select * from canary")
+            conn.commit()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as raised:
+                conn.execute("insert into reach_v values (10)")
+        detail = raised.value.diag.message_detail or ""
+        session = detail.removeprefix("hoopgate reference ")
+
+        (result,) = _with_details(reach_gateway, session, [(PRIVILEGE, "")])
+        assert refused(result, "writes public.canary"), result
+        assert canary(direct) == []
+
+
+class TestMaskedColumnsBehindNames:
+    """
+    Masked columns read through objects their rules do not name.
+    """
+
+    def test_view(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        """
+        Through the gateway, the view's own text is refused (strict
+        masking); made directly, reading it is refused too.
+        """
+        (created,) = run(
+            reach_gateway, "create view reach_vs as select id, ssn as s from customers"
+        )
+        direct.execute("create view reach_vs as select id, ssn as s from customers")
+        (read,) = run(reach_gateway, "select s from reach_vs order by id limit 3")
+
+        assert refused(created, "customer-pii"), created
+        assert refused(read, "public.customers", "through a view or rule"), read
+
+    def test_parent_table(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        """
+        A parent's scan returns its child's rows: customers' rules mask
+        the parent's columns of the same names.
+        """
+        direct.execute("create table reach_parent (like customers)")
+        direct.execute("alter table customers inherit reach_parent")
+        expected = direct.execute(
+            "select id, name, right(card_number, 4) from customers order by id limit 3"
+        ).fetchall()
+
+        (rows,) = run(
+            reach_gateway,
+            "select id, name, email, ssn, card_number from reach_parent"
+            " order by id limit 3",
+        )
+
+        assert isinstance(rows, list)
+        assert [(r[0], r[1]) for r in rows] == [(e[0], e[1]) for e in expected]
+        assert all(r[2] == MASK and r[3] == MASK for r in rows), rows
+        assert [r[4][-4:] for r in rows] == [e[2] for e in expected]
+        assert all(r[4] != c for r, c in zip(rows, self._cards(direct), strict=True))
+
+    def _cards(self, direct: Conn) -> list[str]:
+        return [
+            row[0]
+            for row in direct.execute(
+                "select card_number from customers order by id limit 3"
+            )
+        ]
+
+    @pytest.mark.parametrize(
+        "statement",
+        [
+            "alter table customers rename to reach_people",
+            "alter table customers rename column ssn to s",
+            "alter table customers inherit reach_other",
+        ],
+    )
+    def test_changing_the_masked_table(
+        self, reach_gateway: RunningGateway, direct: Conn, statement: str
+    ) -> None:
+        (result,) = run(reach_gateway, statement)
+
+        assert refused(result, "changes a table with masked columns"), result
+        names = direct.execute(
+            "select attname from pg_attribute where attrelid = 'customers'::regclass"
+            " and attname = 'ssn'"
+        ).fetchall()
+        assert names == [("ssn",)]
+
+    @pytest.mark.parametrize(
+        "statement",
+        [
+            "create table reach_copy as select id, ssn from customers",
+            "insert into reach_other select id from customers where email like '%'",
+            "select ssn into reach_copy from customers",
+        ],
+    )
+    def test_copying_out(
+        self, reach_gateway: RunningGateway, direct: Conn, statement: str
+    ) -> None:
+        (result,) = run(reach_gateway, statement)
+
+        assert isinstance(result, tuple) and result[0] == PRIVILEGE, result
+        assert direct.execute("select to_regclass('reach_copy')").fetchone() == (None,)
+        assert direct.execute("select count(*) from reach_other").fetchone() == (0,)
+
+
+class TestCatalogConnection:
+    """
+    The gateway's own catalog reads answer only to pg_catalog.
+    """
+
+    def test_role_search_path_cannot_poison_lineage(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        direct.execute("create schema reach_evil")
+        direct.execute(
+            "create function reach_evil.never(oid, oid) returns boolean"
+            " language sql immutable as $$ select false $$"
+        )
+        direct.execute(
+            "create operator reach_evil.= (leftarg = oid, rightarg = oid,"
+            " function = reach_evil.never)"
+        )
+        direct.execute(
+            "alter role app set search_path = reach_evil, pg_catalog, public"
+        )
+
+        (rows,) = run(reach_gateway, "select email, ssn from customers limit 2")
+
+        assert rows == [(MASK, MASK), (MASK, MASK)]
