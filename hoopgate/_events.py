@@ -384,7 +384,9 @@ class DiagnosticReceived(Event):
 
     Fires for each one, before the client sees it, so that masking can
     hide values the text echoes (a failed cast quoting a masked value).
-    Only decided when an interceptor asks for it.
+    Only decided when an interceptor asks for it.  A PostgreSQL
+    notification (NOTIFY) arrives as one too, with severity C{NOTIFY} and
+    its payload as the C{M} field.
 
     Attributes:
         statement_id: The statement it belongs to, if known.

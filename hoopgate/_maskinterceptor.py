@@ -62,6 +62,10 @@ from hoopgate._maskrules import (
 )
 from hoopgate._verdicts import ALLOW, Allow, Deny, DenyReason, Note, Rewrite, Verdict
 
+#: The severity of a diagnostic that carries a notification's payload
+#: (PostgreSQL's NOTIFY) as its C{M} field.
+NOTIFICATION: Final = "NOTIFY"
+
 #: Column types whose values are text: masks keep the type valid.
 TEXT_TYPES: Final = frozenset({"text", "varchar", "bpchar", "name", "unknown"})
 
@@ -507,6 +511,11 @@ class MaskingInterceptor:
         self, event: DiagnosticReceived, masking: SessionMasking, state: _SessionState
     ) -> Verdict:
         statement = state.get(event.statement_id)
+        if event.severity == NOTIFICATION and masking.strict and masking.of_mode(True):
+            # Column rules cannot follow what a trigger or another session
+            # sends: under strict masking the payload is withheld.
+            self.diagnostics["withheld"] += 1
+            return Rewrite(event=attrs.evolve(event, fields=(("M", ""),)))
         if statement is not None and statement.touches:
             self.diagnostics["generic"] += 1
             return Rewrite(

@@ -92,17 +92,23 @@ _PASS = frozenset(
 )
 
 # What passes, by (rows looked at, COPY data looked at, Describes
-# tracked): rows are looked at while a plan masks them or a sample takes
-# them, NoData while the gateway's own Describes may be answered by it.
+# tracked, notifications looked at): rows are looked at while a plan
+# masks them or a sample takes them, NoData while the gateway's own
+# Describes may be answered by it, notifications while masking runs.
 _PASSING = {
-    (rows, copy, describes): _PASS
+    (rows, copy, describes, notices): _PASS
     - ({B.DATA_ROW} if rows else set())
     - ({B.COPY_DATA} if copy else set())
     - ({B.NO_DATA} if describes else set())
+    - ({B.NOTIFICATION_RESPONSE} if notices else set())
     for rows in (False, True)
     for copy in (False, True)
     for describes in (False, True)
+    for notices in (False, True)
 }
+
+#: The severity a notification is judged under, as a diagnostic.
+_NOTIFY = "NOTIFY"
 
 # A statement the server fails at once, sent in place of a refused one so
 # that the server, too, sees the batch or transaction fail.
@@ -334,6 +340,7 @@ class ClientConnection(protocol.Protocol):
         self._standard_strings = True
         self._sql_state = SessionState()
         self._pending_change = ""
+        self._masks_notices = False
         self._status = pg.TransactionStatus.IDLE
         self._plan: RowTransformer | None = None
         self._describes: DescribeQueue | None = None
@@ -1191,7 +1198,7 @@ class ClientConnection(protocol.Protocol):
         )
         rows = self._plan is not None or sampling
         copy = self._copy_out and (self._copy is not None or sampling)
-        return _PASSING[rows, copy, self._describes is not None]
+        return _PASSING[rows, copy, self._describes is not None, self._masks_notices]
 
     def _write(self, out: list[bytes]) -> None:
         if out:
@@ -1224,6 +1231,8 @@ class ClientConnection(protocol.Protocol):
             return self._on_error(frame)
         if kind == B.NOTICE_RESPONSE:
             return self._diagnostic(frame)[0]
+        if kind == B.NOTIFICATION_RESPONSE:
+            return self._notification(frame)
         if kind == B.READY_FOR_QUERY:
             self._status = pg.parse_ready_for_query(frame.payload).status
             self._end_result(None)
@@ -1278,6 +1287,7 @@ class ClientConnection(protocol.Protocol):
         """
         if session.wants(ResultDescribed):
             self._describes = DescribeQueue()
+        self._masks_notices = session.wants(DiagnosticReceived)
         masking = session.config.policy.masking
         applying = masking.for_session(session.identity, session.target.name)
         # Rows reach a recording only through masking: a session that no
@@ -1590,6 +1600,37 @@ class ClientConnection(protocol.Protocol):
             }
             return pg.fields_message(frame.type, generic), generic
         return frame.raw, fields
+
+    def _notification(self, frame: pg.Frame) -> bytes:
+        """
+        Let masking see a notification's payload (a trigger may send a
+        row's values) before the client does.
+        """
+        session = self.session
+        if session is None or not session.wants(DiagnosticReceived):
+            return frame.raw
+        note = pg.parse_notification_response(frame.payload, self._encoding)
+        event = DiagnosticReceived(
+            session_id=session.id,
+            protocol="postgres",
+            statement_id="",
+            severity=_NOTIFY,
+            code="",
+            fields=(("M", note.payload),),
+        )
+        verdict = session.decide(event)
+        payload = note.payload
+        if isinstance(verdict, Rewrite) and isinstance(
+            verdict.event, DiagnosticReceived
+        ):
+            payload = dict(verdict.event.fields).get("M", "")
+        elif isinstance(verdict, Deny | Hold):
+            payload = ""
+        if payload == note.payload:
+            return frame.raw
+        return pg.notification_response(
+            note.pid, note.channel, payload, encoding=self._encoding
+        )
 
     def _on_error(self, frame: pg.Frame) -> bytes:
         relayed, fields = self._diagnostic(frame)

@@ -589,6 +589,34 @@ class TestBC09Diagnostics:
             'invalid input syntax for type integer: "abc"'
         )
 
+    def test_notification_payload(
+        self, masking: RunningGateway, strict: RunningGateway, servers: dict[str, str]
+    ) -> None:
+        """
+        A notification sent directly (as a trigger of another session
+        would) reaches the listening session with detected values masked;
+        under strict masking its payload is withheld, the channel kept.
+        """
+        payload = "order 7 for a.b@example.com"
+        heard: dict[str, list[tuple[str, str]]] = {}
+
+        for name, gateway in (("masking", masking), ("strict", strict)):
+            args = gateway.connect_args(gateway.token(), autocommit=True)
+            with psycopg.connect(**args) as conn:
+                conn.execute("listen hg_orders")
+                with psycopg.connect(
+                    **pg_connect_args(servers, "app", servers["APP_PASSWORD"]),
+                    autocommit=True,
+                ) as direct:
+                    direct.execute("select pg_notify('hg_orders', %s)", (payload,))
+                heard[name] = [
+                    (n.channel, n.payload)
+                    for n in conn.notifies(timeout=WAIT, stop_after=1)
+                ]
+
+        assert heard["masking"] == [("hg_orders", f"order 7 for {MASK}")]
+        assert heard["strict"] == [("hg_orders", "")]
+
 
 async def _asyncpg_diagnostics(
     params: dict[str, Any], context: ssl.SSLContext, block: str, cast: str
