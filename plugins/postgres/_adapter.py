@@ -802,6 +802,14 @@ class ClientConnection(protocol.Protocol):
         self._close_reason = reason
 
     def cancel(self) -> None:
+        if not len(self._tracker):
+            # Nothing of the session runs at the target: a cancel sent
+            # there now would land on whatever the client sends next.
+            self._log.info(
+                "Cancel for idle session {session_id} dropped",
+                session_id=self.session.id if self.session else "?",
+            )
+            return
         if self.server is not None and self.server.cancel_key is not None:
             session = self.session
             assert session is not None

@@ -153,6 +153,24 @@ class TestPsycopgCancel:
         assert forged_closed
         assert b_rows == [(7,)]
 
+    def test_cancel_while_idle_cancels_nothing_later(
+        self, gateway: RunningGateway
+    ) -> None:
+        """
+        A cancel sent while the session runs nothing is a no-op, as it is
+        directly: the statements sent right after it complete.
+        """
+        with psycopg.connect(**gateway.connect_args(gateway.token())) as conn:
+            conn.autocommit = True
+            results = []
+            for i in range(5):
+                conn.cancel()
+                results.append(
+                    conn.execute(f"select {i} from pg_sleep(0.3)").fetchone()
+                )
+
+        assert results == [(0,), (1,), (2,), (3,), (4,)]
+
 
 class TestAsyncpgCancel:
     """
