@@ -56,12 +56,13 @@ may be a whole row (a single name that is also a table, alias or CTE
 name); a whole row always counts as derived, since the server describes
 it without lineage.  COPY TO STDOUT reports its stream format.
 
-What text alone cannot show: triggers, rules, views, domain checks and
-column defaults run code the statement does not name; C{t.f} may call a
-function C{f(t)} rather than read a column; and a role that may create
-functions or operators in a schema on the search path can shadow an
-allowed name with an overload.  Policies relying on this module should
-also deny DDL to the roles they restrict.
+What text alone cannot show (triggers, rules, views, inheritance,
+column defaults, overloads of allowed names in a schema on the search
+path, C{t.f} calling a function C{f(t)}), the catalog can: each
+classification lists the unqualified function and operator names it
+trusted, and says whether the statement may change what later ones
+reach (C{indirect}); L{hoopgate_plugins.postgres._reach} joins the two.
+Domain checks are not followed.
 
 test-case-name: tests.unit.postgres.test_sql
 """
