@@ -22,11 +22,13 @@ Typed input is recorded only when the cast is made with C{keyboard}
 (policy's C{keyboard_input}), a line at a time (when Enter is typed,
 with backspaces applied, so the masking detectors see what was typed).
 The gateway cannot see the target terminal's echo setting, so it
-guesses: input typed while the output's current line is a secret
+guesses: input typed after output whose current line is a secret
 prompt (it ends with a colon and names a password, passphrase, PIN,
 token, secret or one-time code; L{is_secret_prompt}) is dropped up to
-and including the next Enter.  Typed ahead before the prompt shows,
-input cannot be told from a command and is recorded (masked).
+and including the next Enter.  Only the output since the previous input
+counts, so the echo of a command that mentions "password:", which comes
+back a key at a time, is no prompt.  Typed ahead before the prompt
+shows, input cannot be told from a command and is recorded (masked).
 
 test-case-name: tests.unit.ssh.test_cast
 """
@@ -287,6 +289,9 @@ class TerminalCast:
         if not self._secret and is_secret_prompt(self._line):
             self._secret = True
             self._event("i", self._input.flush())
+        # Only output after this input can be a new prompt: the echo of
+        # typing "password:" comes a key at a time.
+        self._line = ""
         if self._secret:
             text = self._after_secret(text)
         self._event("i", self._input.add(_edited(self._input, text)))
@@ -316,7 +321,8 @@ class TerminalCast:
                 self._failed(e)
 
     def _follow_line(self, text: str) -> None:
-        # The output's current line, to tell a secret prompt.
+        # The output's current line since the last input, to tell a
+        # secret prompt.
         end = max(text.rfind("\n"), text.rfind("\r"))
         line = text[end + 1 :] if end >= 0 else self._line + text
         self._line = line[-_PROMPT_TAIL:]
@@ -327,7 +333,6 @@ class TerminalCast:
         if end < 0:
             return ""
         self._secret = False
-        self._line = ""
         return text[end + 1 :]
 
     def _event(self, code: str, text: str) -> None:

@@ -44,7 +44,6 @@ from hoopgate.plugin import (
     CommandReceived,
     Deny,
     Event,
-    FileOperationRequested,
     ForwardRequested,
     Hold,
     Notice,
@@ -77,7 +76,7 @@ from hoopgate_plugins.ssh._events import (
 )
 from hoopgate_plugins.ssh._settings import TargetSettings
 from hoopgate_plugins.ssh._sftp import SftpWatcher
-from hoopgate_plugins.ssh._sftpgate import FileRequest, SftpGate
+from hoopgate_plugins.ssh._sftpjudge import SftpJudge
 
 # Channel requests from the client passed on to the target as they are.
 _PASSED_FROM_CLIENT = frozenset(
@@ -139,7 +138,7 @@ class Pair:
         command_id: The command, shell or subsystem running on it.
         forward: The forward it carries, if any.
         sftp: The SFTP watcher, for an C{sftp} subsystem.
-        gate: What holds its requests for the chain.
+        judge: What resolves and judges its SFTP requests.
         cast: The terminal recording, once a terminal was granted.
         bytes_up: Data bytes passed toward the target.
         bytes_down: Data bytes passed toward the client.
@@ -156,7 +155,7 @@ class Pair:
         self.started = False
         self.forward: ForwardRequested | None = None
         self.sftp: SftpWatcher | None = None
-        self.gate: SftpGate | None = None
+        self.judge: SftpJudge | None = None
         self.cast: TerminalCast | None = None
         self.bytes_up = 0
         self.bytes_down = 0
@@ -580,55 +579,10 @@ class Relay:
             raise c.ProtocolError(f"client sent data after EOF on channel {number}")
         pair.client.received(len(item.chunk))
         self.bytes_from_client += len(item.chunk)
-        if pair.gate is None or item.kind:
+        if pair.judge is None or item.kind:
             pair.up.push(item)
             return
-        for piece in pair.gate.from_client(item.chunk):
-            if isinstance(piece, FileRequest):
-                self._judge_file(pair, piece)
-            else:
-                pair.up.push(Data(piece))
-
-    def _judge_file(self, pair: Pair, request: FileRequest) -> None:
-        """
-        Pass an SFTP request once the chain allows it; a refusal answers
-        it with permission denied, and the target never sees it.
-        """
-        event = FileOperationRequested(
-            session_id=self.session.id,
-            protocol="ssh",
-            operation_id=self.session.next_id(),
-            operations=request.operations,
-            path=request.path,
-            target_path=request.target_path,
-            command_id=pair.command_id,
-            channel=pair.ref,
-        )
-        held = Pending()
-
-        def decided(verdict: Verdict) -> None:
-            if isinstance(verdict, Deny) or not request.packet:
-                held.items = []
-                pair.up.uncredited += request.size
-                self._refuse_file(pair, request, verdict)
-            else:
-                held.items = [Data(request.packet)]
-            pair.up.pump()
-
-        pair.up.push(held)
-        verdict = self._verdict(event, decided)
-        if not isinstance(verdict, Hold):
-            decided(verdict)
-
-    def _refuse_file(self, pair: Pair, request: FileRequest, verdict: Verdict) -> None:
-        gate = pair.gate
-        if gate is None:
-            return
-        reason = verdict.reason if isinstance(verdict, Deny) else None
-        text = _errors.file_refused(reason, self.session.id)
-        answer = gate.refuse(request.request_id, text)
-        if answer:
-            pair.down.push(Data(answer, own=True))
+        pair.judge.from_client(item.chunk)
 
     def _upstream_data(self, payload: bytes) -> None:
         number, chunk = c.parse_data(payload)
@@ -642,11 +596,10 @@ class Relay:
         pair = self._upstream_pair(number)
         pair.upstream.received(len(item.chunk))
         self.bytes_to_client += len(item.chunk)
-        if pair.gate is None or item.kind:
+        if pair.judge is None or item.kind:
             pair.down.push(item)
             return
-        for piece in pair.gate.from_target(item.chunk):
-            pair.down.push(Data(piece))
+        pair.judge.from_target(item.chunk)
 
     # -- EOF and close ----------------------------------------------------------
 
@@ -777,7 +730,14 @@ class Relay:
         )
         pair.command_id = event.command_id
         pair.sftp = SftpWatcher(self.session, event.command_id)
-        pair.gate = SftpGate()
+        pair.judge = SftpJudge(
+            self.session,
+            pair.up,
+            pair.down,
+            command_id=event.command_id,
+            channel=pair.ref,
+            ask=self._verdict,
+        )
         self._judged(pair, event, Request(request.name, request.data, slot), slot)
 
     def _judged(
@@ -814,7 +774,8 @@ class Relay:
     def _refuse_command(
         self, pair: Pair, verdict: Deny, slot: ReplySlot | None
     ) -> None:
-        pair.sftp = pair.gate = None
+        pair.sftp = None
+        pair.judge = None
         self._answer(slot, True)
         text = _errors.command_refused(verdict.reason, self.session.id)
         pair.down.push(Data(text, c.EXTENDED_DATA_STDERR))

@@ -293,6 +293,21 @@ class TestKeyboardInput:
         assert inputs == ["sudo -k id\r", "ls\r"]
         assert "hunter2" not in path.read_text()
 
+    def test_echoed_command_is_no_prompt(self, tmp_path: Path, clock: Clock) -> None:
+        """
+        Typing a command that mentions "password:" (each key echoed back)
+        is recorded whole.
+        """
+        cast, path = cast_in(tmp_path, clock, keyboard=True)
+
+        for char in "grep password: notes\r":
+            cast.input(char.encode())
+            cast.output(char.encode() if char != "\r" else b"\r\n")
+        cast.close()
+
+        inputs = [e[2] for e in lines(path)[1:] if e[1] == "i"]
+        assert inputs == ["grep password: notes\r"]
+
     def test_prompt_answer_in_one_packet(self, tmp_path: Path, clock: Clock) -> None:
         """
         A pasted answer with more after its Enter: only the answer goes.
