@@ -165,9 +165,8 @@ class TestPsycopgCancel:
             results = []
             for i in range(5):
                 conn.cancel()
-                results.append(
-                    conn.execute(f"select {i} from pg_sleep(0.3)").fetchone()
-                )
+                statement = "select %s::int from pg_sleep(0.3)"
+                results.append(conn.execute(statement, (i,)).fetchone())
 
         assert results == [(0,), (1,), (2,), (3,), (4,)]
 
