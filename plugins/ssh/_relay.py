@@ -737,6 +737,7 @@ class Relay:
             command_id=event.command_id,
             channel=pair.ref,
             ask=self._verdict,
+            watcher=pair.sftp,
         )
         self._judged(pair, event, Request(request.name, request.data, slot), slot)
 

@@ -203,6 +203,19 @@ class SftpWatcher:
         """
         self._server.feed(data)
 
+    def not_passed(self, packet: bytes, code: int) -> None:
+        """
+        A whole client request the target never saw, answered by the
+        gateway with status C{code} on the target's behalf (its path did
+        not resolve there): recorded as if the target had answered.
+        """
+        if len(packet) < 9:
+            return
+        (request_id,) = struct.unpack(">L", packet[5:9])
+        self._client_packet(packet[4], packet[5 : 5 + _HEAD], len(packet) - 5)
+        answer = struct.pack(">LL", request_id, code)
+        self._server_packet(STATUS, answer, len(answer))
+
     def finish(self) -> None:
         """
         The channel ended: files never closed are recorded as such.

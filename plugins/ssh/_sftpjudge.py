@@ -40,6 +40,7 @@ from hoopgate.plugin import (
 )
 from hoopgate_plugins.ssh import _errors
 from hoopgate_plugins.ssh._channels import Data, Pending, Pipe
+from hoopgate_plugins.ssh._sftp import SftpWatcher
 from hoopgate_plugins.ssh._sftpgate import (
     FAILURE,
     PERMISSION_DENIED,
@@ -102,6 +103,8 @@ class SftpJudge:
         command_id: The subsystem's id.
         channel: The channel reference.
         ask: Asks the chain (the relay's, which handles holds).
+        watcher: Records the operations; told of requests answered on
+            the target's behalf.
     """
 
     _log = Logger()
@@ -115,6 +118,7 @@ class SftpJudge:
         command_id: str,
         channel: str,
         ask: Ask,
+        watcher: SftpWatcher | None = None,
     ) -> None:
         self.gate = SftpGate()
         self._session = session
@@ -123,6 +127,7 @@ class SftpJudge:
         self._command_id = command_id
         self._channel = channel
         self._ask = ask
+        self._watcher = watcher
         self._waiting: dict[int, tuple[_Lookup, int]] = {}
 
     def from_client(self, chunk: bytes) -> None:
@@ -219,6 +224,8 @@ class SftpJudge:
             code=answer.code,
         )
         self._notice("sftp.unresolved", request.path)
+        if self._watcher is not None:
+            self._watcher.not_passed(request.packet, answer.code)
         self._fail(request, lookup.held, answer.code, answer.message)
         self._up.pump()
 
