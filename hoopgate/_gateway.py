@@ -127,10 +127,20 @@ class TokenInterceptor:
             return _identity_deny(
                 "presented", f"a {kind} request needs an identity and no token"
             )
-        expires = identity.expires_at
-        if expires is None or expires <= self._seconds():
+        if identity.expires_at is None or _expired(identity, self._seconds()):
             return _identity_deny("expired", f"the {kind} has expired")
         return ALLOW
+
+
+def _expired(identity: Identity, now: float) -> bool:
+    """
+    Whether the credential behind C{identity} is no longer usable.
+
+    Its C{expires_at} is the end of its use, leeway included (the OIDC
+    verifier accepts a token only before that instant): the identity
+    stage, admission and the expiry timers all measure against it.
+    """
+    return identity.expires_at is not None and identity.expires_at <= now
 
 
 def _identity_deny(code: str, detail: str) -> Deny:
@@ -468,6 +478,14 @@ class Gateway:
         if identity is None or decision is None or decision.rule is None:
             reason = DenyReason("access.denied", _ACCESS_MESSAGE, "no identity")
             return self._refuse(request, context, reason)
+        on_expiry = decision.rule.on_token_expiry
+        if on_expiry == "close" and _expired(identity, self.reactor.seconds()):
+            # Its use ended while the request was held (session approval):
+            # refused, rather than opened only to be ended at once.
+            denied = _identity_deny(
+                "expired", "the credential expired before admission"
+            )
+            return self._refuse(request, context, denied.reason)
 
         session = Session(
             session_id=request.session_id,
@@ -552,6 +570,8 @@ class Gateway:
                 "session time limit reached",
             )
         ]
+        # The end of the token's use, leeway included: what the identity
+        # stage accepted runs until then (see _expired).
         expires = session.identity.expires_at
         on_expiry = session.rule.on_token_expiry
         if on_expiry == "close" and expires is not None:

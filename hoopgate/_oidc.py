@@ -8,6 +8,12 @@ discovery and the issuer's JWKS (cached, shared by concurrent callers and
 refetched at a bounded rate), checks the signature against an explicit list
 of asymmetric algorithms, then the claims, and yields an L{Identity}.
 
+A token is usable until its C{exp} plus the issuer's C{leeway}, measured on
+the verifier's clock: it is accepted before that instant and refused from
+it on, and the identity's C{expires_at} I{is} that instant, so whatever
+ends with the credential (a session under C{on_token_expiry: close}, an
+SSH certificate issued for it) ends when acceptance would stop too.
+
 Every refusal is a L{TokenRejected} with a short reason code and a detail
 safe to log; the token itself is never logged or kept.
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Literal, NoReturn, TypeGuard
@@ -29,7 +36,6 @@ from cryptography import x509
 from joserfc import jwt
 from joserfc.errors import (
     BadSignatureError,
-    ExpiredTokenError,
     InvalidClaimError,
     InvalidKeyCurveError,
     InvalidKeyIdError,
@@ -296,7 +302,9 @@ class IssuerConfig:
             string separated by spaces or commas), or C{None}.
         required_claims: Claims a token must carry, non-empty.
         leeway: Seconds of clock skew allowed for C{exp}, C{nbf}, C{iat}
-            (whole seconds count).
+            (whole seconds count for C{nbf} and C{iat}).  A token is
+            usable until C{exp} plus C{leeway}: the identity's
+            C{expires_at}.
         jwks_uri: Where the signing keys are, or C{None} to use discovery.
         cache_ttl: Seconds to trust fetched keys before refetching them.
         refresh_interval: Least seconds between fetches not caused by the
@@ -474,9 +482,9 @@ class OIDCVerifier:
 
         keys = await self._keys_for(state, alg, kid)
         claims = _check_signature(token, keys, state)
-        _check_claims(claims, state.config, self._reactor.seconds())
+        usable_until = _check_claims(claims, state.config, self._reactor.seconds())
 
-        return _identity(token, claims, state.config)
+        return _identity(token, claims, state.config, usable_until)
 
     def _state_for(self, payload: dict[str, Any]) -> _IssuerState:
         issuer = payload.get("iss")
@@ -834,25 +842,23 @@ def _check_signature(token: str, keys: KeySet, state: _IssuerState) -> dict[str,
     return verified.claims
 
 
-def _check_claims(claims: dict[str, Any], config: IssuerConfig, now: float) -> None:
+def _check_claims(claims: dict[str, Any], config: IssuerConfig, now: float) -> float:
     """
     Check the verified claims: issuer, audience, times, required claims.
+
+    Returns:
+        The instant the token stops being usable (L{_usable_until}).
     """
+    # exp is judged by _usable_until alone, so that acceptance and
+    # expiry agree to the second (joserfc would round now down).
     registry = jwt.JWTClaimsRegistry(
         now=int(now),
         leeway=int(config.leeway),
         iss={"essential": True, "value": config.issuer},
         aud={"essential": True, "values": list(config.audiences)},
-        exp={"essential": True},
     )
     try:
-        registry.validate(claims)
-    except ExpiredTokenError:
-        raise TokenRejected(
-            "expired",
-            detail=f"the token expired at {_quote(claims.get('exp'))}; it is "
-            f"now {now:.0f} and the leeway is {config.leeway:g}s",
-        ) from None
+        registry.validate({k: v for k, v in claims.items() if k != "exp"})
     except MissingClaimError as error:
         raise TokenRejected(
             "missing_claim", detail=f"the token lacks {error.claim}"
@@ -860,11 +866,41 @@ def _check_claims(claims: dict[str, Any], config: IssuerConfig, now: float) -> N
     except InvalidClaimError as error:
         raise _invalid_claim(error, claims, config, now) from None
 
+    usable_until = _usable_until(claims, config)
+    if now >= usable_until:
+        raise TokenRejected(
+            "expired",
+            detail=f"the token expired at {_quote(claims['exp'])}; it is "
+            f"now {now:.0f} and the leeway is {config.leeway:g}s",
+        )
+
     for name in config.required_claims:
         if claims.get(name) in (None, "", [], {}):
             raise TokenRejected(
                 "missing_claim", detail=f"the token lacks required claim {name}"
             )
+    return usable_until
+
+
+def _usable_until(claims: dict[str, Any], config: IssuerConfig) -> float:
+    """
+    The instant a token stops being usable: its C{exp} plus the issuer's
+    leeway.  The one rule for both ends of a token's life: it is accepted
+    while the clock is before this, and what it opened ends here.
+    """
+    exp = claims.get("exp")
+    if exp is None:
+        raise TokenRejected("missing_claim", detail="the token lacks exp")
+    if not _is_number(exp):
+        raise TokenRejected("malformed", detail="exp is not a number")
+
+    try:
+        usable_until = float(exp) + config.leeway
+    except OverflowError:
+        usable_until = math.inf
+    if not math.isfinite(usable_until):
+        raise TokenRejected("malformed", detail="exp is out of range")
+    return usable_until
 
 
 def _invalid_claim(
@@ -900,21 +936,18 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _identity(token: str, claims: dict[str, Any], config: IssuerConfig) -> Identity:
+def _identity(
+    token: str, claims: dict[str, Any], config: IssuerConfig, usable_until: float
+) -> Identity:
     """
-    Describe who verified, checked C{claims} prove.
+    Describe who verified, checked C{claims} prove, until when.
     """
-    try:
-        expires_at = float(claims["exp"])
-    except OverflowError:
-        raise TokenRejected("malformed", detail="exp is out of range") from None
-
     return Identity(
         subject=_subject(claims, config.subject_claim),
         issuer=config.issuer,
         groups=_groups(claims, config.groups_claim),
         token_id_hash=_token_id_hash(token, claims),
-        expires_at=expires_at,
+        expires_at=usable_until,
         claims=_recorded_claims(claims),
     )
 

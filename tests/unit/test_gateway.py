@@ -24,10 +24,11 @@ from hoopgate._events import SessionRequested
 from hoopgate._gateway import Gateway
 from hoopgate._identity import Identity
 from hoopgate._interfaces import IGateway, IProtocolPlugin, ISessionHandle
-from hoopgate._oidc import TokenRejected
+from hoopgate._oidc import OIDCVerifier, TokenRejected
 from hoopgate._recording import Recorder, read_recording
 from hoopgate._session import Session, SessionRefusedError
 from hoopgate._store import MemoryStore
+from tests.unit.test_oidc import FakeIssuer, claims, sign
 
 NOW = 1_000_000.0
 GOOD = "good"  # the token FakeVerifier proves
@@ -354,6 +355,81 @@ class TestLimits:
 
         assert handle.terminated == []
         assert gw.clock.getDelayedCalls() == []
+
+
+@pytest.fixture
+def verified(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """
+    A gateway whose identity stage is the real OIDC verifier (leeway
+    30 s, the default) over a fake issuer, on the gateway's clock.
+    """
+    issuer = FakeIssuer()
+
+    def verifier(issuers: Any, reactor: Any) -> OIDCVerifier:
+        return OIDCVerifier(issuers, reactor=reactor, fetch=issuer.fetch)
+
+    monkeypatch.setattr(_gateway, "OIDCVerifier", verifier)
+    fixture = Fixture()
+    yield fixture
+    fixture.close()
+
+
+def token(gw: Fixture, expired_ago: float) -> str:
+    """
+    A genuine token whose exp was C{expired_ago} seconds before now.
+    """
+    now = gw.clock.seconds()
+    return sign(claims(iat=now - 600, nbf=now - 600, exp=now - expired_ago))
+
+
+class TestLeeway:
+    """
+    The identity stage and the expiry timer follow one rule: a token is
+    usable until exp plus the issuer's leeway.
+    """
+
+    def test_accepted_within_leeway_lives_until_it_ends(
+        self, verified: Fixture
+    ) -> None:
+        """
+        A token 5 s past its exp is accepted (leeway 30 s), and the
+        session runs until exp plus leeway, then is ended as expired.
+        """
+        handle = Handle()
+        exp = verified.clock.seconds() - 5
+
+        session = verified.open(token(verified, expired_ago=5), handle=handle)
+        assert isinstance(session, Session)
+        verified.clock.advance(exp + 30 - verified.clock.seconds() - 0.01)
+        before = list(handle.terminated)
+        verified.clock.advance(0.01)
+
+        assert session.identity.expires_at == exp + 30
+        assert before == []
+        assert handle.terminated == [("token_expired", "token expired")]
+
+    def test_refused_past_leeway(self, verified: Fixture) -> None:
+        """
+        A token whose exp plus leeway has passed is refused as expired
+        and opens nothing.
+        """
+        error = refusal(verified.open(token(verified, expired_ago=30)))
+
+        assert error.reason.code == "identity.expired"
+        assert verified.gateway.sessions == {}
+
+    def test_expired_before_admission(self, gw: Fixture) -> None:
+        """
+        An identity whose use ended before admission (a request held for
+        session approval past its token's end) is refused as expired,
+        not opened and ended at once.
+        """
+        FakeVerifier.identities = {"late": identity(expires_at=NOW)}
+
+        error = refusal(gw.open("late"))
+
+        assert error.reason.code == "identity.expired"
+        assert gw.gateway.sessions == {}
 
 
 class TestCancelAndTerminate:

@@ -243,8 +243,9 @@ class AcceptTests(VerifierTestCase):
 
     def test_identity_fields(self) -> None:
         """
-        The identity carries subject, issuer, groups, a hash of the jti, the
-        expiry and the recorded non-secret claims.
+        The identity carries subject, issuer, groups, a hash of the jti,
+        the end of its use (exp plus the 30 s leeway) and the recorded
+        non-secret claims.
         """
         token = sign(claims(repository="org/app", ref=7))
 
@@ -255,7 +256,7 @@ class AcceptTests(VerifierTestCase):
             issuer=ISSUER,
             groups=("dba", "oncall"),
             token_id_hash=hashlib.sha256(b"token-1").hexdigest()[:16],
-            expires_at=float(NOW + 300),
+            expires_at=float(NOW + 300 + 30),
             claims=(
                 ("client_id", "svc-ci"),
                 ("scope", "db:read db:write"),
@@ -346,11 +347,46 @@ class AcceptTests(VerifierTestCase):
 
     def test_leeway(self) -> None:
         """
-        A token expired less than the leeway ago is still accepted.
+        A token expired less than the leeway ago is still accepted, and
+        usable until the leeway is over: its identity expires then.
         """
         token = sign(claims(exp=NOW - 20, nbf=NOW + 20))
 
-        assert self.verified(token).expires_at == NOW - 20
+        assert self.verified(token).expires_at == NOW + 10
+
+    def test_usable_until_the_leeway_ends(self) -> None:
+        """
+        Acceptance and the identity's expiry follow one rule: a token is
+        accepted up to the instant its identity expires, not from then
+        on, to the fraction of a second.
+        """
+        token = sign(claims(exp=NOW - 5))
+        self.verifier = self.make_verifier(leeway=12.5)
+        expires_at = self.verified(token).expires_at
+        assert expires_at is not None
+
+        self.clock.advance(expires_at - self.clock.seconds() - 0.01)
+        still = self.verified(token).expires_at
+        self.clock.advance(0.01)
+        error = self.rejected(token, "expired")
+
+        assert expires_at == NOW - 5 + 12.5
+        assert still == expires_at
+        assert "leeway is 12.5s" in error.detail
+
+    def test_fractional_times(self) -> None:
+        """
+        A fractional exp and a clock between seconds count exactly: the
+        token is refused once exp plus leeway has passed, though the
+        whole second has not.
+        """
+        token = sign(claims(exp=NOW - 29.5))
+        accepted = self.verified(token).expires_at
+
+        self.clock.advance(0.7)
+
+        self.rejected(token, "expired")
+        assert accepted == NOW + 0.5
 
 
 class RejectTests(VerifierTestCase):
@@ -845,7 +881,9 @@ class FailClosedTests(VerifierTestCase):
         An unexpected exception while verifying becomes a refusal.
         """
 
-        def broken(token: str, claims: Any, config: IssuerConfig) -> Identity:
+        def broken(
+            token: str, claims: Any, config: IssuerConfig, usable_until: float
+        ) -> Identity:
             raise ZeroDivisionError()
 
         self.addCleanup(setattr, _oidc, "_identity", _oidc._identity)
