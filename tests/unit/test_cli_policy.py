@@ -344,17 +344,20 @@ class PolicyTestCommandTests(SynchronousTestCase):
     def test_plugin_without_classifier(self) -> None:
         """
         For a plugin without a classifier each text is one part of effect
-        unknown, as in the gateway.
+        unknown, as in the gateway: it fails every deny list, dry-run ones
+        too.
         """
         code, out, _ = self.run_cli(
             "--subject", "ci-runner", "--target", "legacy", "select 1"
         )
 
+        unknown = "part 1: its effect is unknown, so it may do what the rule denies"
         assert code == 0
         assert out.splitlines()[1:] == [
             "statement 1: select 1",
-            "  verdict: deny (guardrail no-destructive)",
-            "  blocked by no-destructive: part 1: effect unknown",
+            "  verdict: deny (guardrail no-destructive); dry-run hits: watch-customers",
+            f"  blocked by no-destructive: {unknown}",
+            f"  dry-run watch-customers would block: {unknown}",
             "  part 1: (no command), effect unknown",
         ]
 
