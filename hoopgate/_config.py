@@ -34,6 +34,7 @@ from hoopgate._policy import (
     check_recording_targets,
     read_policy,
 )
+from hoopgate._recording import DEFAULT_MAX_TEXT
 from hoopgate._redisstore import RedisSettings, read_redis_settings
 from hoopgate._secrets import Secret
 
@@ -136,6 +137,9 @@ class GatewaySettings:
         recordings: Folder for session recordings.
         on_recording_failure: C{close} ends the session when a record
             cannot be written; C{continue} goes on and logs.
+        recording_max_text: The most characters of one text (a
+            statement, an error, bound parameters) a recording line
+            keeps.
         store: C{memory} (one process) or C{redis} (shared).
         plugin_packages: Packages whose C{dropins/} hold plugins.
         dropin_dirs: Extra dropin folders.
@@ -154,6 +158,7 @@ class GatewaySettings:
     approvals: ApprovalSettings | None = None
     admin_tls: TLSFiles | None = None
     admin_allowed_hosts: tuple[str, ...] = ()
+    recording_max_text: int = DEFAULT_MAX_TEXT
 
 
 @frozen
@@ -193,6 +198,9 @@ def _read_gateway(reader: ConfigReader) -> GatewaySettings:
         recordings=recordings.string("directory", "var/recordings"),
         on_recording_failure=recordings.choice(
             "on_failure", ("close", "continue"), "close"
+        ),
+        recording_max_text=recordings.integer(
+            "max_text", DEFAULT_MAX_TEXT, low=256, high=1 << 30
         ),
         store=store.choice("kind", ("memory", "redis"), "memory"),
         redis=read_redis_settings(store)

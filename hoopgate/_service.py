@@ -53,7 +53,9 @@ class GatewayService(MultiService):
         super().__init__()  # type: ignore[no-untyped-call]
         self.reactor = reactor
         self.config_path = config_path
-        self.recorder = Recorder(config.gateway.recordings)
+        self.recorder = Recorder(
+            config.gateway.recordings, max_text=config.gateway.recording_max_text
+        )
         self.store = make_store(reactor, config)
         self.gateway = Gateway(reactor, config, self.store, self.recorder)
         self.recorder.on_failure = self.gateway.recording_failed

@@ -34,6 +34,7 @@ from zope.interface import implementer
 from hoopgate.plugin import (
     Column,
     Deny,
+    DenyReason,
     DiagnosticReceived,
     Hold,
     IGateway,
@@ -317,7 +318,8 @@ class ClientConnection(protocol.Protocol):
         self._listener = listener
         self._tls_options = tls
         self._reader = pg.FrontendReader(
-            max_length=listener_settings(listener).max_message
+            max_length=listener_settings(listener).max_message,
+            statement_limit=listener_settings(listener).max_statement,
         )
         self._state = "startup"
         self._tls = False
@@ -1016,6 +1018,43 @@ class ClientConnection(protocol.Protocol):
         self._note_copies(event)
         out.append(frame.raw)
 
+    def _on_oversized(self, frame: pg.Frame, out: list[bytes]) -> None:
+        """
+        A Query or Parse longer than C{max_statement}, whose text the
+        reader dropped unread: refused as a denied statement is.
+        """
+        assert self.session is not None
+        statement = pg.parse_oversized(frame.payload, "latin-1")
+        limit = listener_settings(self._listener).max_statement
+        event = StatementReceived(
+            session_id=self.session.id,
+            protocol="postgres",
+            statement_id=self.session.next_id(),
+            text="",
+            path="simple" if statement.kind == F.QUERY else "extended",
+            statement_name=_text(statement.name.encode("latin-1"), self._encoding),
+        )
+        detail = f"{statement.length} bytes, over max_statement ({limit} bytes)"
+        self._log.warn(
+            "Statement {statement_id} refused: {detail}",
+            statement_id=event.statement_id,
+            detail=detail,
+        )
+        self.session.observe(
+            Notice(
+                session_id=self.session.id,
+                protocol="postgres",
+                kind="statement.too_long",
+                detail=f"{event.statement_id}: {detail}",
+            )
+        )
+        message = f"the statement is longer than the gateway accepts ({limit} bytes)"
+        verdict = Deny(DenyReason("limit.statement", message, detail))
+        if statement.kind == F.QUERY:
+            self._apply_query(verdict, event, frame, out)
+        else:
+            self._apply_parse(verdict, event, frame, out)
+
     def _on_bind(self, frame: pg.Frame, out: list[bytes]) -> None:
         assert self.session is not None
         message = pg.parse_bind(frame.payload, "latin-1")
@@ -1147,6 +1186,7 @@ class ClientConnection(protocol.Protocol):
         F.COPY_FAIL: _on_copy_end,
         F.TERMINATE: _on_terminate,
         F.FUNCTION_CALL: _on_function_call,
+        pg.OVERSIZED_STATEMENT: _on_oversized,
     }
 
     # -- relay: server to client ------------------------------------------

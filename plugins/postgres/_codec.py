@@ -205,6 +205,17 @@ FRONTEND_LIMITS: Mapping[int, int] = {
 
 _FRONTEND_TYPES = frozenset(int(t) for t in FrontendType)
 
+OVERSIZED_STATEMENT = 0x100
+"""The type of the frame a L{FrontendReader} with a statement limit
+gives in place of a Query or Parse over it (no wire type byte is this
+large): see L{parse_oversized}."""
+
+_STATEMENT_TYPES = frozenset({FrontendType.QUERY, FrontendType.PARSE})
+
+MAX_STATEMENT_NAME = 4096
+"""The longest statement name read from a Parse over the statement
+limit (the server's own names are at most 63 bytes)."""
+
 _ERROR_SEVERITIES = frozenset({"ERROR", "FATAL", "PANIC"})
 _NOTICE_SEVERITIES = frozenset(
     {"WARNING", "NOTICE", "DEBUG", "INFO", "LOG"},
@@ -218,6 +229,9 @@ _HEADER = struct.Struct(">Bi")
 _I32_PAIR = struct.Struct(">ii")
 
 _unpack_i32 = _I32.unpack_from
+
+# Taking this many bytes at once frees them at once, not at the next feed.
+_COMPACT_AFTER = 1 << 20
 
 
 def describe_type(type_byte: int) -> str:
@@ -918,8 +932,8 @@ class MessageReader:
         if end > len(buffer):
             return None
 
-        raw = bytes(buffer[offset:end])
-        self._offset = end
+        raw = _copy(buffer, offset, end)
+        self._consumed(end)
 
         return _new_frame(Frame, (type_byte, raw[5:], raw))
 
@@ -977,9 +991,22 @@ class MessageReader:
         if offset == start:
             return b""
 
-        self._offset = offset
+        chunk = _copy(buffer, start, offset)
+        self._consumed(offset)
 
-        return bytes(buffer[start:offset])
+        return chunk
+
+    def _consumed(self, end: int) -> None:
+        """
+        Mark the buffer consumed up to `end`, giving back its memory at
+        once when that was a large message (else on the next `feed`).
+        """
+        if end - self._offset < _COMPACT_AFTER:
+            self._offset = end
+            return
+
+        del self._buffer[:end]
+        self._offset = 0
 
     def _bad_length(self, type_byte: int, length: int) -> ProtocolViolation:
         """
@@ -998,6 +1025,18 @@ class MessageReader:
         )
 
 
+def _copy(buffer: bytearray, start: int, end: int) -> bytes:
+    """
+    Bytes of a buffer in one copy (slicing the bytearray would copy them
+    twice, the first time into a bytearray of their own).
+    """
+    view = memoryview(buffer)
+    try:
+        return view[start:end].tobytes()
+    finally:
+        view.release()
+
+
 class BackendReader(MessageReader):
     """
     A reader for the server side: 1 GiB for every message type.
@@ -1013,6 +1052,13 @@ class FrontendReader(MessageReader):
     packet), then `next_frame`. After an `SSLRequest`, check that
     `buffered` is 0 before starting TLS: bytes sent ahead of the TLS
     handshake were not protected by it (CVE-2021-23214).
+
+    With a statement limit, a Query or Parse whose length field is over
+    it (but within the limit for its type) is not buffered: `next_frame`
+    gives a frame of type `OVERSIZED_STATEMENT` as soon as the header
+    (and, for a Parse, the statement name) has arrived, and the rest of
+    the message is dropped as it is fed. The session can go on: the
+    next message is read as usual.
     """
 
     def __init__(
@@ -1020,22 +1066,122 @@ class FrontendReader(MessageReader):
         *,
         max_length: int = MAX_MESSAGE_LENGTH,
         limits: Mapping[int, int] | None = None,
+        statement_limit: int | None = None,
     ) -> None:
         """
         Args:
             max_length: The largest length field accepted for any type.
             limits: Per-type limits; PostgreSQL's own by default.
+            statement_limit: The largest length field of a Query or
+                Parse read whole; `None` for no limit of its own.
         """
         if limits is None:
             limits = FRONTEND_LIMITS
 
         super().__init__(max_length=max_length, limits=limits)
+        self._statement_limit = statement_limit
+        self._skip = 0
 
         # A type byte no client message has is refused at its header, not
         # after its claimed length was buffered.
         for type_byte in range(256):
             if type_byte not in _FRONTEND_TYPES and type_byte not in limits:
                 self._limits[type_byte] = SMALL_MESSAGE_LENGTH
+
+    @property
+    def skipping(self) -> int:
+        """
+        How many bytes of a statement over the limit are still to drop.
+        """
+        return self._skip
+
+    def feed(self, data: bytes) -> None:
+        """
+        Add bytes received from the peer, dropping what is left of a
+        statement over the limit.
+
+        Args:
+            data: Any number of bytes, split anywhere.
+        """
+        if self._skip:
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return
+
+            data = data[self._skip :]
+            self._skip = 0
+
+        super().feed(data)
+
+    def next_frame(self) -> Frame | None:
+        """
+        Take the next complete message, or the start of a statement over
+        the limit (see the class description).
+
+        Returns:
+            The frame, or `None` until it has arrived.
+
+        Raises:
+            ProtocolViolation: As `MessageReader.next_frame`, or a Parse
+                over the limit names a statement of more than
+                `MAX_STATEMENT_NAME` bytes.
+        """
+        if self._skip:
+            return None
+
+        length = self._over_statement_limit()
+        if length is None:
+            return super().next_frame()
+
+        return self._skip_statement(length)
+
+    def _over_statement_limit(self) -> int | None:
+        """
+        The length field of the next message if it is a statement over
+        the limit (and within the limit of its type).
+        """
+        buffer = self._buffer
+        offset = self._offset
+        limit = self._statement_limit
+
+        if limit is None or len(buffer) - offset < 5:
+            return None
+
+        type_byte = buffer[offset]
+        if type_byte not in _STATEMENT_TYPES:
+            return None
+
+        length: int = _unpack_i32(buffer, offset + 1)[0]
+        if length <= limit or length > self._limits[type_byte]:
+            return None
+
+        return length
+
+    def _skip_statement(self, length: int) -> Frame | None:
+        """
+        Take the header of a statement over the limit (and a Parse's
+        statement name) and drop the rest.
+        """
+        buffer = self._buffer
+        offset = self._offset
+        end = offset + 1 + length
+        head_end = offset + 5
+
+        if buffer[offset] == FrontendType.PARSE:
+            search_end = min(end, head_end + MAX_STATEMENT_NAME)
+            nul = buffer.find(b"\0", head_end, search_end)
+            if nul < 0 and len(buffer) < search_end:
+                return None
+            if nul < 0:
+                raise ProtocolViolation("Parse: the statement name is too long")
+            head_end = nul + 1
+
+        head = _copy(buffer, offset, head_end)
+        taken = min(end, len(buffer))
+        self._consumed(taken)
+        self._skip = end - taken
+
+        return _new_frame(Frame, (OVERSIZED_STATEMENT, head, b""))
 
     def read_startup(self) -> StartupPacket | None:
         """
@@ -1072,6 +1218,48 @@ class FrontendReader(MessageReader):
         self._offset = offset + length
 
         return parse_startup(packet)
+
+
+@frozen
+class OversizedStatement:
+    """
+    A Query or Parse over a reader's statement limit, read only as far
+    as its header (and a Parse's statement name).
+
+    Attributes:
+        kind: `FrontendType.QUERY` or `FrontendType.PARSE`.
+        length: The message's length field.
+        name: The statement name of a Parse; empty for a Query.
+    """
+
+    kind: FrontendType
+    length: int
+    name: str
+
+
+def parse_oversized(payload: bytes, encoding: str = "utf-8") -> OversizedStatement:
+    """
+    Parse the payload of an `OVERSIZED_STATEMENT` frame: the statement's
+    type byte, length field and, for a Parse, its statement name.
+
+    Raises:
+        ProtocolViolation: The payload is not such a head.
+    """
+    cursor = _Cursor(payload, "oversized statement")
+    kind = cursor.byte()
+    length = cursor.int32()
+
+    if kind == FrontendType.QUERY:
+        cursor.done()
+        return OversizedStatement(FrontendType.QUERY, length, "")
+
+    if kind != FrontendType.PARSE:
+        raise cursor.fail(f"unexpected type {describe_type(kind)}")
+
+    name = cursor.cstring(encoding)
+    cursor.done()
+
+    return OversizedStatement(FrontendType.PARSE, length, name)
 
 
 def split_frames(chunk: bytes) -> Iterator[Frame]:

@@ -21,7 +21,11 @@ from hoopgate.plugin import (
     server_tls_options,
 )
 from hoopgate_plugins.postgres._adapter import ClientFactory
-from hoopgate_plugins.postgres._settings import ListenerSettings, TargetSettings
+from hoopgate_plugins.postgres._settings import (
+    DEFAULT_MAX_STATEMENT,
+    ListenerSettings,
+    TargetSettings,
+)
 from hoopgate_plugins.postgres._sql import classify
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -36,11 +40,18 @@ class PostgresPlugin:
     name = "postgres"
 
     def read_listener(self, reader: ConfigReader) -> ListenerSettings:
+        max_message = reader.integer("max_message", 1 << 30, low=1 << 16, high=1 << 30)
+        max_statement = reader.integer(
+            "max_statement",
+            min(DEFAULT_MAX_STATEMENT, max_message),
+            low=1 << 16,
+            high=max_message,
+        )
+
         return ListenerSettings(
-            max_message=reader.integer(
-                "max_message", 1 << 30, low=1 << 16, high=1 << 30
-            ),
+            max_message=max_message,
             login_timeout=reader.duration("login_timeout", 60.0),
+            max_statement=max_statement,
         )
 
     def read_target(self, reader: ConfigReader) -> TargetSettings:

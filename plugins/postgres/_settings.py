@@ -10,6 +10,15 @@ from attrs import frozen
 
 from hoopgate.plugin import ListenerConfig, Session
 
+# FIXME(#4): classifying a statement takes many times its size in memory
+# and time (pglast's JSON parse tree loaded into dicts: about 5 times the
+# text for one long literal, 60 times for a multi-row INSERT of small
+# values, whose 8 MB take 6 s of the reactor); this limit bounds that
+# until the classifier has a cheaper path for long statements.
+DEFAULT_MAX_STATEMENT = 8 << 20
+"""The default C{max_statement}: 8 MiB, room for bulk INSERTs of a few
+MB, well below PostgreSQL's 1 GiB."""
+
 
 @frozen
 class ListenerSettings:
@@ -17,13 +26,19 @@ class ListenerSettings:
     The PostgreSQL keys of a listener.
 
     Attributes:
-        max_message: The largest client message accepted, in bytes.
+        max_message: The largest client message accepted, in bytes; a
+            longer one is a protocol violation that ends the session.
         login_timeout: Seconds a client has from connecting to a ready
             session (start-up, token, the gateway's own login).
+        max_statement: The longest statement text accepted, in bytes:
+            the length of a Query or Parse message.  A longer one is
+            refused with SQLSTATE 54000 (program_limit_exceeded) without
+            being buffered, and the session goes on.
     """
 
     max_message: int
     login_timeout: float = 60.0
+    max_statement: int = DEFAULT_MAX_STATEMENT
 
 
 @frozen

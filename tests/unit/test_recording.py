@@ -19,7 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from hoopgate._chain import Chain, Context
-from hoopgate._configreader import load_yaml
+from hoopgate._config import parse_config
+from hoopgate._configreader import ConfigError, load_yaml
 from hoopgate._events import (
     DiagnosticReceived,
     Event,
@@ -55,6 +56,7 @@ from hoopgate._verdicts import (
     Rewrite,
     Verdict,
 )
+from tests.unit.test_config import BASE, PLUGINS
 
 SESSION = "20260101T000000Z-0a1b2c3d4e"
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.secret-token-body.signature"
@@ -855,3 +857,44 @@ class SequenceTests(RecorderTestCase):
             (1, "SELECT 1"),
             (2, "SELECT 2"),
         ]
+
+
+class MaxTextConfigTests(SynchronousTestCase):
+    """
+    C{gateway.recordings.max_text} sets the recorder's limit.
+    """
+
+    def test_default(self) -> None:
+        """
+        Without the key a line keeps 64 KiB of a text.
+        """
+        config = parse_config(BASE, "t.yaml", PLUGINS)
+
+        assert config.gateway.recording_max_text == DEFAULT_MAX_TEXT
+
+    def test_set(self) -> None:
+        """
+        The key's value is read (the service gives it to its recorder:
+        see tests.integration.test_postgres_limits).
+        """
+        text = BASE.replace(
+            "    on_failure: continue\n",
+            "    on_failure: continue\n    max_text: 1000\n",
+        )
+
+        config = parse_config(text, "t.yaml", PLUGINS)
+
+        assert config.gateway.recording_max_text == 1000
+
+    def test_too_small(self) -> None:
+        """
+        A limit under 256 characters is refused, naming the key.
+        """
+        text = BASE.replace(
+            "    on_failure: continue\n", "    on_failure: continue\n    max_text: 10\n"
+        )
+
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(text, "t.yaml", PLUGINS)
+
+        assert "gateway.recordings.max_text (line 7)" in str(caught.exception)

@@ -5,10 +5,11 @@ client reader's limits.
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hoopgate_plugins.postgres import _codec as pg
@@ -145,3 +146,169 @@ class TestCounts:
         built = pg.data_row(values)
 
         assert pg.parse_data_row(built[5:]) == values
+
+
+#: The statement limit of the readers below.
+LIMIT = 100_000
+
+
+def _reader() -> pg.FrontendReader:
+    return pg.FrontendReader(max_length=1 << 24, statement_limit=LIMIT)
+
+
+def _frames(reader: pg.FrontendReader, data: bytes, step: int) -> list[pg.Frame]:
+    """
+    Feed C{data} C{step} bytes at a time, taking frames as they come.
+    """
+    frames: list[pg.Frame] = []
+    for start in range(0, len(data), step):
+        reader.feed(data[start : start + step])
+        frames.extend(reader)
+    return frames
+
+
+class TestStatementLimit:
+    """
+    A Query or Parse over the statement limit is refused at its header
+    and dropped as it arrives; the session's next message reads as usual.
+    """
+
+    def test_query_over_limit_not_buffered(self) -> None:
+        """
+        A 1 MB Query gives one oversized frame holding only its header;
+        the reader never holds more than one 64 KiB chunk of it, and the
+        Sync behind it is read whole.
+        """
+        big = pg.query("select '" + "x" * 1_000_000 + "'")
+        reader = _reader()
+        frames: list[pg.Frame] = []
+        most = 0
+
+        for start in range(0, len(big), 65_536):
+            reader.feed(big[start : start + 65_536])
+            frames.extend(reader)
+            most = max(most, reader.buffered)
+        reader.feed(pg.sync())
+        frames.extend(reader)
+
+        assert [f.type for f in frames] == [
+            pg.OVERSIZED_STATEMENT,
+            pg.FrontendType.SYNC,
+        ]
+        assert frames[0].payload == big[:5]
+        assert frames[0].raw == b""
+        assert pg.parse_oversized(frames[0].payload) == pg.OversizedStatement(
+            pg.FrontendType.QUERY, len(big) - 1, ""
+        )
+        assert most == 0
+        assert reader.skipping == 0
+
+    def test_parse_over_limit_names_statement(self) -> None:
+        """
+        A Parse over the limit gives its statement name, even when the
+        name arrives a byte at a time.
+        """
+        big = pg.parse("bulk_1", "insert into t values " + "(1)," * 50_000 + "(1)")
+        reader = _reader()
+
+        frames = _frames(reader, big[:20], 1) + _frames(reader, big[20:], 4096)
+
+        [frame] = frames
+        assert frame.type == pg.OVERSIZED_STATEMENT
+        assert pg.parse_oversized(frame.payload) == pg.OversizedStatement(
+            pg.FrontendType.PARSE, len(big) - 1, "bulk_1"
+        )
+
+    def test_at_limit_read_whole(self) -> None:
+        """
+        A Query whose length field is the limit is an ordinary frame.
+        """
+        text = "s" * (LIMIT - 5)
+        wire = pg.query(text)
+        reader = _reader()
+
+        [frame] = _frames(reader, wire, 65_536)
+
+        assert len(wire) == LIMIT + 1
+        assert frame.type == pg.FrontendType.QUERY
+        assert pg.parse_query(frame.payload).text == text
+
+    def test_other_messages_read_whole(self) -> None:
+        """
+        A Bind over the statement limit (bulk parameters) is read whole.
+        """
+        wire = pg.bind("", "", [b"v" * 200_000])
+        reader = _reader()
+
+        [frame] = _frames(reader, wire, 65_536)
+
+        assert frame.type == pg.FrontendType.BIND
+        assert pg.parse_bind(frame.payload).params == (b"v" * 200_000,)
+
+    def test_over_message_limit_still_violation(self) -> None:
+        """
+        A Query over the limit for every message is a protocol violation,
+        as without a statement limit.
+        """
+        reader = pg.FrontendReader(max_length=200_000, statement_limit=LIMIT)
+        reader.feed(b"Q" + _i32(300_000))
+
+        with pytest.raises(pg.ProtocolViolation, match="exceeds the limit"):
+            reader.next_frame()
+
+    def test_long_statement_name(self) -> None:
+        """
+        A Parse over the limit whose name runs past 4096 bytes is a
+        protocol violation.
+        """
+        reader = _reader()
+        reader.feed(b"P" + _i32(LIMIT + 10) + b"n" * 5000)
+
+        with pytest.raises(pg.ProtocolViolation, match="statement name"):
+            reader.next_frame()
+
+    def test_without_limit(self) -> None:
+        """
+        Without a statement limit a long Query is an ordinary frame.
+        """
+        wire = pg.query("q" * 200_000)
+        reader = pg.FrontendReader()
+
+        [frame] = _frames(reader, wire, 65_536)
+
+        assert frame.type == pg.FrontendType.QUERY
+
+    @settings(max_examples=50, deadline=None)
+    @given(
+        st.lists(st.sampled_from(["small", "big", "parse", "sync"]), max_size=6),
+        st.lists(st.floats(min_value=0, max_value=1), max_size=12),
+    )
+    def test_stream_split_anywhere(self, kinds: list[str], cuts: list[float]) -> None:
+        """
+        Whatever the mix and wherever the stream is cut, the frames are
+        the messages in order, big statements as oversized frames.
+        """
+        wires = {
+            "small": pg.query("select 1"),
+            "big": pg.query("-" * LIMIT),
+            "parse": pg.parse("p", "-" * LIMIT),
+            "sync": pg.sync(),
+        }
+        want = {
+            "small": pg.FrontendType.QUERY,
+            "big": pg.OVERSIZED_STATEMENT,
+            "parse": pg.OVERSIZED_STATEMENT,
+            "sync": pg.FrontendType.SYNC,
+        }
+        stream = b"".join(wires[k] for k in kinds)
+        points = sorted({0, len(stream), *(int(c * len(stream)) for c in cuts)})
+        reader = _reader()
+        frames: list[pg.Frame] = []
+
+        for start, end in itertools.pairwise(points):
+            reader.feed(stream[start:end])
+            frames.extend(reader)
+
+        assert [f.type for f in frames] == [want[k] for k in kinds]
+        assert reader.buffered == 0
+        assert reader.skipping == 0
