@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -894,7 +895,9 @@ class MaxTextConfigTests(SynchronousTestCase):
             "    on_failure: continue\n", "    on_failure: continue\n    max_text: 10\n"
         )
 
-        with self.assertRaises(ConfigError) as caught:
+        with pytest.raises(ConfigError) as caught:
             parse_config(text, "t.yaml", PLUGINS)
 
-        assert "gateway.recordings.max_text (line 7)" in str(caught.exception)
+        assert str(caught.value) == (
+            "gateway.recordings.max_text (line 7): must be between 256 and 1073741824"
+        )
