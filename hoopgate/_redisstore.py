@@ -23,9 +23,9 @@ txredisapi 1.6 has limits this module works around:
     the resubscribe callbacks run once the subscription is in place
     I{and} a command connection is up again (whichever comes last), so
     that what they write back reaches Redis;
-  - its reconnecting backs off to 10 s between attempts, so a restarted
-    Redis was found up to 10 s late: here attempts are at most
-    L{RECONNECT_MAX_DELAY} apart;
+  - its reconnecting backs off to 10 s between attempts, so a Redis
+    that is back would be noticed up to 10 s late: here attempts are at
+    most L{RECONNECT_MAX_DELAY} apart;
   - a command issued while no connection is up waits, unbounded, for
     one: here an operation fails at once with L{StoreUnavailableError}
     when no connection is up, and a reply that does not come within the
