@@ -555,11 +555,15 @@ class MethodTests(AdminCase):
         get = self.send("GET", "/reload")
         put = self.send("PUT", "/sessions")
         delete = self.send("DELETE", "/approvals/r1")
+        options = self.send("OPTIONS", "/reload")
+        unheard = self.send("BREW", "/healthz")
 
         assert (get.status, get.headers["allow"]) == (405, "POST")
         assert get.body == b"method not allowed here (allowed: POST)\n"
         assert (put.status, put.headers["allow"]) == (405, "GET, HEAD, POST")
         assert (delete.status, delete.headers["allow"]) == (405, "GET, HEAD, POST")
+        assert (options.status, options.headers["allow"]) == (405, "POST")
+        assert (unheard.status, unheard.headers["allow"]) == (405, "GET, HEAD")
         assert self.failures() == []
 
     def test_head_where_get(self) -> None:
