@@ -286,6 +286,17 @@ def sftp(gateway: SshGateway) -> Iterator[tuple[paramiko.SFTPClient, str]]:
         client.close()
 
 
+def _raw(client: paramiko.SFTPClient, kind: int, *fields: object) -> None:
+    """
+    Send an SFTP request paramiko has no method for (or refuses to send,
+    such as a write on a handle opened for reading) and wait for its
+    answer; a status other than OK raises L{OSError}.
+    """
+    # _request is paramiko's own request sender; types-paramiko leaves
+    # private methods out.
+    client._request(kind, *fields)  # type: ignore[attr-defined]
+
+
 def _remote(gateway: SshGateway, command: str) -> str:
     result = gateway.direct().ssh("root", command)
     assert result.returncode == 0, result.stderr
@@ -380,7 +391,8 @@ class TestSymbolicLinks:
             client.symlink("../secret/kept", f"{tree}/open/rel-link")
         _denied(relative, "ssh-secret-files")
         with pytest.raises(OSError) as hard:
-            client._request(
+            _raw(
+                client,
                 paramiko.sftp.CMD_EXTENDED,
                 "hardlink@openssh.com",
                 f"{tree}/secret/kept",
@@ -469,7 +481,13 @@ class TestHandles:
 
         with client.open(f"{tree}/guarded/kept", "r") as handle:
             with pytest.raises(OSError) as wrote:
-                client._request(paramiko.sftp.CMD_WRITE, handle.handle, 0, b"changed")
+                _raw(
+                    client,
+                    paramiko.sftp.CMD_WRITE,
+                    handle.handle,
+                    paramiko.sftp.int64(0),
+                    b"changed",
+                )
             _denied(wrote, "ssh-guarded-files")
             assert handle.read() == b"keep"
 
