@@ -458,7 +458,9 @@ class FileOperationRequested(Event):
 
     Fires once per request, before the target sees it; a refusal answers
     that request alone (SFTP: permission denied) and the session goes on.
-    Data moved through a granted open file is not decided again.
+    Data moved through a granted open file is not decided again; other
+    requests on it are (SFTP fsetstat, a write on a file opened for
+    reading).
 
     Attributes:
         operation_id: Gateway-unique id.
@@ -466,7 +468,10 @@ class FileOperationRequested(Event):
             C{write}, C{remove}, C{rename}, C{mkdir}, C{rmdir},
             C{setstat}, C{symlink}, C{link}, C{list}, C{stat}.  An open
             for reading and writing does both.
-        path: The path the request names, as the client sent it.
+        path: The path the request names, as the target resolves it
+            where the plugin can ask (SSH resolves SFTP paths with
+            REALPATH, symbolic links followed); for a request on an
+            open handle, the path its open was judged on.
         target_path: The second path (rename, symlink, link), if any.
         command_id: The command or subsystem it runs under.
         channel: The protocol's channel reference.
