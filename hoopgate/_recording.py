@@ -81,6 +81,9 @@ _PARAMETER_COST = 32
 # holds a raw line break, so the pattern cannot match inside a value.
 _LAST_SEQ = re.compile(rb'"seq":(\d+)\}\n')
 _TAIL_CHUNK = 64 * 1024
+
+# Long texts are hashed this many characters at a time.
+_SLICE = 1 << 20
 _SEQ_WIDTH = 32
 
 
@@ -181,7 +184,12 @@ def _whole_parts(event: Event, fields: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    # A slice at a time: a long text is not encoded whole beside itself.
+    digest = hashlib.sha256()
+    for start in range(0, len(text), _SLICE):
+        piece = text[start : start + _SLICE]
+        digest.update(piece.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def _cut(fields: dict[str, Any], key: str, limit: int) -> None:
@@ -248,15 +256,40 @@ def _cut_parameters(fields: dict[str, Any], limit: int) -> None:
 
 
 def _list_sha256(values: list[Any]) -> str:
-    # The compact JSON array, hashed one element at a time.
-    digest = hashlib.sha256(b"[")
-    for index, value in enumerate(values):
-        if index:
-            digest.update(b",")
-        element = json.dumps(value, separators=(",", ":"), default=str)
-        digest.update(element.encode("utf-8"))
-    digest.update(b"]")
+    """
+    The SHA-256 of the compact JSON array of C{values}, as a line would
+    write it, built a piece at a time (a bound value may be as long as a
+    message).
+    """
+    digest = hashlib.sha256()
+    _digest_json(digest, values)
     return digest.hexdigest()
+
+
+def _digest_json(digest: Any, value: Any) -> None:
+    if isinstance(value, str):
+        # Escaping is per character, so slices escape as the whole does.
+        digest.update(b'"')
+        for start in range(0, len(value), _SLICE):
+            escaped = json.dumps(value[start : start + _SLICE])
+            digest.update(escaped[1:-1].encode("ascii"))
+        digest.update(b'"')
+    elif isinstance(value, dict):
+        digest.update(b"{")
+        for index, (key, item) in enumerate(value.items()):
+            digest.update(b"," if index else b"")
+            _digest_json(digest, key)
+            digest.update(b":")
+            _digest_json(digest, item)
+        digest.update(b"}")
+    elif isinstance(value, list):
+        digest.update(b"[")
+        for index, item in enumerate(value):
+            digest.update(b"," if index else b"")
+            _digest_json(digest, item)
+        digest.update(b"]")
+    else:
+        digest.update(json.dumps(value, default=str).encode("ascii"))
 
 
 def _cut_diagnostic(fields: dict[str, Any], limit: int) -> None:

@@ -735,6 +735,23 @@ class OtherTextTests(RecorderTestCase):
         assert line["parameters_sha256"] == sha256(everything)
         assert len(self.raw()) < 1000
 
+    def test_parameter_hash_is_of_the_json(self) -> None:
+        """
+        The hash of cut parameters is that of the compact JSON array a
+        line would hold, escapes included, also for a value longer than
+        the slices it is hashed in.
+        """
+        values = ['quote " and é\n', None, "l" * (3 << 20), "😀"]
+        everything = json.dumps(
+            [{"value": v, "binary": False} for v in values], separators=(",", ":")
+        )
+
+        self.record(self.bound(*values))
+
+        [line] = self.lines()
+        assert line["parameters_count"] == 4
+        assert line["parameters_sha256"] == sha256(everything)
+
     def test_one_huge_parameter(self) -> None:
         """
         A single value longer than the allowance keeps its start.
