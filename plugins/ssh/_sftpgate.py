@@ -138,8 +138,9 @@ class FileRequest:
     Attributes:
         request_id: The SFTP request id.
         operations: What it does, in policy's words.
-        path: The path it names as sent (for a request on a handle: the
-            path its open was judged on).
+        path: The path it names as sent, bytes that are not UTF-8 kept
+            as surrogates (L{shown}); for a request on a handle: the path
+            its open was judged on.
         target_path: The second path, if any.
         packet: The whole packet as the client sent it, to pass on if
             allowed.
@@ -249,7 +250,9 @@ class _Reader:
         return chunk
 
     def text(self) -> str:
-        return self.string().decode("utf-8", "replace")
+        # Bytes that are not UTF-8 survive, so the gateway's REALPATH
+        # asks about exactly the path the target will act on.
+        return self.string().decode("utf-8", "surrogateescape")
 
 
 def _open_operations(flags: int) -> tuple[str, ...]:
@@ -265,6 +268,14 @@ def status(request_id: int, code: int, message: str) -> bytes:
     body = struct.pack(">BLLL", STATUS, request_id, code, len(text)) + text
     body += struct.pack(">L", 0)
     return struct.pack(">L", len(body)) + body
+
+
+def shown(path: str) -> str:
+    """
+    A path as events, logs and recordings show it: bytes that are not
+    UTF-8 become U+FFFD.
+    """
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def realpath_request(request_id: int, path: str) -> bytes:
@@ -736,7 +747,8 @@ def _resolved(request_id: int, packet: bytes, size: int) -> Resolved:
             return Resolved(request_id, fields.text(), size=size)
         if kind == STATUS:
             code = fields.u32()
-            return Resolved(request_id, "", code or FAILURE, fields.text(), size)
+            message = shown(fields.text())
+            return Resolved(request_id, "", code or FAILURE, message, size)
     except ValueError:
         pass
     return Resolved(request_id, "", FAILURE, "the path could not be resolved", size)
@@ -777,5 +789,6 @@ __all__ = [
     "joined",
     "lookups",
     "realpath_request",
+    "shown",
     "status",
 ]

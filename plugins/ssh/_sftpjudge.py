@@ -50,6 +50,7 @@ from hoopgate_plugins.ssh._sftpgate import (
     SftpGate,
     joined,
     lookups,
+    shown,
 )
 
 #: Asks the chain about an event; a hold calls back once decided.
@@ -92,6 +93,9 @@ class _Lookup:
     answers: list[Resolved | None]
 
 
+# FIXME(#6): the target acts on the path as sent, so a path swapped for
+# a symbolic link by something other than this channel (another
+# session, a shell) between the REALPATH and the request is not seen.
 class SftpJudge:
     """
     Resolves, judges and answers the requests of one SFTP channel.
@@ -220,10 +224,10 @@ class SftpJudge:
             "Session {session_id}: an SFTP request on {path} was not passed: "
             "the target could not resolve its path (status {code})",
             session_id=self._session.id,
-            path=request.path,
+            path=shown(request.path),
             code=answer.code,
         )
-        self._notice("sftp.unresolved", request.path)
+        self._notice("sftp.unresolved", shown(request.path))
         if self._watcher is not None:
             self._watcher.not_passed(request.packet, answer.code)
         self._fail(request, lookup.held, answer.code, answer.message)
@@ -237,8 +241,8 @@ class SftpJudge:
             protocol="ssh",
             operation_id=self._session.next_id(),
             operations=request.operations,
-            path=paths[0],
-            target_path=paths[1],
+            path=shown(paths[0]),
+            target_path=shown(paths[1]),
             command_id=self._command_id,
             channel=self._channel,
         )
@@ -246,7 +250,7 @@ class SftpJudge:
         def decided(verdict: Verdict) -> None:
             why = ""
             if not isinstance(verdict, Deny) and request.opens:
-                why = self.gate.granted(request, paths[0])
+                why = self.gate.granted(request, shown(paths[0]))
             if isinstance(verdict, Deny) or why:
                 reason = verdict.reason if isinstance(verdict, Deny) else None
                 text = _errors.file_refused(reason, self._session.id)

@@ -406,6 +406,21 @@ class TestSymbolicLinks:
         )
         assert _remote(gateway, f"readlink {tree}/open/ok-link") == "plain\n"
 
+    def test_link_name_not_utf8(
+        self, gateway: SshGateway, sftp: tuple[paramiko.SFTPClient, str], tree: str
+    ) -> None:
+        """
+        A link whose name is not UTF-8 is resolved by its exact bytes:
+        reading C{secret/kept} through it is refused.
+        """
+        client, _ = sftp
+        _remote(gateway, f"ln -s ../secret/kept {tree}/open/$'\\xff'link")
+
+        with pytest.raises(OSError) as refused:
+            client.open(tree.encode() + b"/open/\xfflink", "r")
+
+        _denied(refused, "ssh-secret-files")
+
     def test_openssh_sftp_through_link(
         self, gateway: SshGateway, tree: str, tmp_path: Path
     ) -> None:

@@ -129,6 +129,26 @@ class TestResolution:
         [event] = sftp.session.events("file.requested")
         assert (event.operations, event.path) == (("read",), "/etc/passwd")
 
+    def test_shown_path(self) -> None:
+        """
+        What the target resolved is judged, bytes that are not UTF-8
+        shown as U+FFFD.
+        """
+        sftp = Sftp()
+        sftp.send(request(g.STAT, 3, string("/srv/x")))
+        resolved = request(
+            g.NAME,
+            _our_id(sftp.to_target()),
+            struct.pack(">L", 1),
+            string(b"/srv/\xfe"),
+            string(b""),
+            struct.pack(">L", 0),
+        )
+        sftp.answer(resolved)
+
+        [event] = sftp.session.events("file.requested")
+        assert event.path == "/srv/\ufffd"
+
     def test_allowed_open_then_handle(self) -> None:
         """
         An allowed open passes after its REALPATH, judged on the
@@ -159,6 +179,24 @@ class TestResolution:
             (("read",), "/srv/data/f"),
             (("setstat",), "/srv/data/f"),
         ]
+
+    def test_path_bytes_kept(self) -> None:
+        """
+        A path that is not UTF-8 is resolved as the exact bytes the
+        target will act on; the event shows U+FFFD in their place.
+        """
+        sftp = Sftp()
+        raw = b"/srv/\xfflink"
+        opened = request(g.OPEN, 5, string(raw), struct.pack(">LL", 1, 0))
+
+        sftp.send(opened)
+        lookup = sftp.to_target()
+        sftp.answer(name_answer(_our_id(lookup), "/etc/passwd"))
+
+        assert lookup == request(g.REALPATH, _our_id(lookup), string(raw))
+        assert sftp.to_target() == b""
+        [event] = sftp.session.events("file.requested")
+        assert event.path == "/etc/passwd"
 
     def test_unresolved_fails_closed(self) -> None:
         """
