@@ -29,6 +29,9 @@ and including the next Enter.  Only the output since the previous input
 counts, so the echo of a command that mentions "password:", which comes
 back a key at a time, is no prompt.  Typed ahead before the prompt
 shows, input cannot be told from a command and is recorded (masked).
+Only channels with a terminal have a cast: the standard input of a
+command without one (C{ssh host cmd < file}, scp, rsync) is data, not
+typing, and is never recorded.
 
 test-case-name: tests.unit.ssh.test_cast
 """

@@ -9,11 +9,13 @@ becomes:
     C{exec} and C{shell} pass the chain as C{CommandReceived} first, and
     a refusal answers on the channel itself (a message on stderr, exit
     status 1, close); C{subsystem sftp} passes as L{SubsystemRequested},
-    each request naming a path passes the chain as
-    C{FileOperationRequested} (a refusal answers that request alone with
-    permission denied) and its traffic is watched for the record; C{env} passes only for
-    names the target allows; terminals (their output recorded as an
-    asciicast, masked), resizes and signals pass.
+    each request naming a path or acting on a handle passes the chain as
+    C{FileOperationRequested} with its paths as the target resolves them
+    (L{SftpJudge}; a refusal answers that request alone with permission
+    denied) and its traffic is watched for the record; C{env} passes
+    only for names the target allows; terminals (their output, and
+    their typed input where policy says so, recorded as an asciicast,
+    masked), resizes and signals pass.
   - C{direct-tcpip} channels are opened as channels of the target's
     connection, so the target, never the gateway, connects; only to
     destinations the target's C{forward_to} lists and the chain allows,
@@ -166,7 +168,9 @@ class Pair:
 
     def _sent_up(self, item: Data) -> None:
         self.bytes_up += len(item.chunk)
-        if self.cast is not None and not item.kind:
+        # Typing is what goes to a terminal's shell or command; a
+        # subsystem's bytes are protocol, never keys.
+        if self.cast is not None and not item.kind and self.judge is None:
             self.cast.input(item.chunk)
         if self.sftp is not None and not item.kind:
             self.sftp.from_client(item.chunk)
