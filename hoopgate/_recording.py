@@ -23,11 +23,14 @@ C{text_length} (the whole length) and C{text_sha256} (the SHA-256 of the
 whole text in UTF-8), all as masking left it; a span may then reach
 past the kept text.  Error messages (C{error_message_length},
 C{error_message_sha256}) and each text of an error or notice (listed in
-C{cut_fields}) are cut the same way.  Bound parameters share one
-allowance of C{max_text} characters: the values that do not fit are
-left out, the one that crosses it is cut (its C{value_length} says by
-how much), and C{parameters_count} and C{parameters_sha256} (over the
-compact JSON array of them all) say what was there.
+C{cut_fields}) are cut the same way.  The parts of a statement share
+one allowance of C{max_text} characters of JSON: the first is always
+kept, those that do not fit are left out, and C{parts_count} and
+C{parts_sha256} (over the compact JSON array of them all) say what was
+there.  Bound parameters share one allowance too: the values that do
+not fit are left out, the one that crosses it is cut (its
+C{value_length} says by how much), and C{parameters_count} and
+C{parameters_sha256} say what was there.
 
 Sequence numbers rise by one per line of a session's file, whatever
 arrives after its closing line (a session ended at once may still hear
@@ -229,6 +232,26 @@ def _place_parts(fields: dict[str, Any], limit: int) -> None:
         part["span"] = [start, position]
 
     _cut(fields, "text", limit)
+    _cut_parts(fields, limit)
+
+
+def _cut_parts(fields: dict[str, Any], limit: int) -> None:
+    """
+    Keep the first part, and those after it that fit in C{limit}
+    characters of JSON (a query string may hold many thousands).
+    """
+    parts: list[dict[str, Any]] = fields["parts"]
+    budget = limit
+
+    for index, part in enumerate(parts):
+        size = len(json.dumps(part, separators=(",", ":"), default=str))
+        budget -= size
+        if budget >= 0 or index == 0:
+            continue
+        fields["parts_count"] = len(parts)
+        fields["parts_sha256"] = _list_sha256(parts)
+        fields["parts"] = parts[:index]
+        return
 
 
 def _cut_parameters(fields: dict[str, Any], limit: int) -> None:

@@ -527,6 +527,8 @@ class StatementTextTests(RecorderTestCase):
         its text, in order, even when two parts read the same.
         """
         text = "SELECT 1;  SELECT 1; SELECT 22"
+        self.recorder = Recorder(self.folder, max_text=1000)
+        self.addCleanup(self.recorder.close)
 
         self.record(with_parts(text, "SELECT 1", "SELECT 1", "SELECT 22"))
 
@@ -615,23 +617,44 @@ class StatementTextTests(RecorderTestCase):
         assert line["parts"][0]["span"] == [0, 141]
         assert "someone" not in self.raw()
 
+    def test_many_parts_cut(self) -> None:
+        """
+        Of a query string of 1,000 statements, the first part is kept and
+        the count and hash describe all 1,000 as an uncut line has them.
+        """
+        texts = [f"SELECT {i}" for i in range(1000)]
+        event = with_parts("; ".join(texts), *texts)
+        roomy = Recorder(tempfile.mkdtemp(dir=self.folder), max_text=1 << 20)
+        self.addCleanup(roomy.close)
+
+        self.record(event)
+        roomy.observe(event, ALLOW, CONTEXT)
+
+        [line] = self.lines()
+        [whole] = read_recording(roomy.path_for(SESSION))
+        everything = json.dumps(whole["parts"], separators=(",", ":"))
+        assert len(whole["parts"]) == 1000
+        assert line["parts"] == whole["parts"][:1]
+        assert line["parts_count"] == 1000
+        assert line["parts_sha256"] == sha256(everything)
+        assert len(self.raw()) < 1000
+
     def test_part_not_found_keeps_own_text(self) -> None:
         """
         A part that masking made differ from its place in the text keeps
         its own text, cut like any other.
         """
-        text = "SELECT 1; CREATE ROLE r PASSWORD 'pw'"
+        text = "CREATE ROLE r PASSWORD 'pw'"
         other = "SELECT '" + "y" * 200 + "'"
 
-        self.record(with_parts(text, "SELECT 1", other))
+        self.record(with_parts(text, other))
 
         [line] = self.lines()
-        assert line["parts"][0]["span"] == [0, 8]
-        second = line["parts"][1]
-        assert "span" not in second
-        assert second["text"] == other[:100]
-        assert second["text_length"] == 209
-        assert second["text_sha256"] == sha256(other)
+        [part] = line["parts"]
+        assert "span" not in part
+        assert part["text"] == other[:100]
+        assert part["text_length"] == 209
+        assert part["text_sha256"] == sha256(other)
 
 
 class OtherTextTests(RecorderTestCase):
