@@ -87,6 +87,10 @@ _TAIL_CHUNK = 64 * 1024
 
 # Long texts are hashed this many characters at a time.
 _SLICE = 1 << 20
+
+# The most characters between two parts (separators, comments) for the
+# second to be found as a span of the text.
+_PART_GAP = 4096
 _SEQ_WIDTH = 32
 
 
@@ -223,7 +227,9 @@ def _place_parts(fields: dict[str, Any], limit: int) -> None:
             # The whole statement, masked as the whole was.
             part["span"] = [0, len(text)]
             continue
-        start = text.find(own, position)
+        # Near where the last part ended: statements follow each other,
+        # and a search to the end for each part would take quadratic time.
+        start = text.find(own, position, position + len(own) + _PART_GAP)
         if start < 0:
             part["text"] = own
             _cut(part, "text", limit)
@@ -278,41 +284,44 @@ def _cut_parameters(fields: dict[str, Any], limit: int) -> None:
         return
 
 
-def _list_sha256(values: list[Any]) -> str:
+def _list_sha256(values: list[dict[str, Any]]) -> str:
     """
-    The SHA-256 of the compact JSON array of C{values}, as a line would
-    write it, built a piece at a time (a bound value may be as long as a
-    message).
+    The SHA-256 of the compact JSON array of C{values} (flat mappings), as
+    a line would write it, an element at a time; a bound value may be as
+    long as a message, so long texts are escaped a slice at a time.
     """
-    digest = hashlib.sha256()
-    _digest_json(digest, values)
+    digest = hashlib.sha256(b"[")
+
+    for index, value in enumerate(values):
+        if index:
+            digest.update(b",")
+        if not any(isinstance(v, str) and len(v) > _SLICE for v in value.values()):
+            digest.update(_compact(value).encode("ascii"))
+            continue
+        digest.update(b"{")
+        for number, (key, item) in enumerate(value.items()):
+            digest.update(b"," if number else b"")
+            digest.update(_compact(key).encode("ascii") + b":")
+            if isinstance(item, str):
+                _digest_text(digest, item)
+            else:
+                digest.update(_compact(item).encode("ascii"))
+        digest.update(b"}")
+
+    digest.update(b"]")
     return digest.hexdigest()
 
 
-def _digest_json(digest: Any, value: Any) -> None:
-    if isinstance(value, str):
-        # Escaping is per character, so slices escape as the whole does.
-        digest.update(b'"')
-        for start in range(0, len(value), _SLICE):
-            escaped = json.dumps(value[start : start + _SLICE])
-            digest.update(escaped[1:-1].encode("ascii"))
-        digest.update(b'"')
-    elif isinstance(value, dict):
-        digest.update(b"{")
-        for index, (key, item) in enumerate(value.items()):
-            digest.update(b"," if index else b"")
-            _digest_json(digest, key)
-            digest.update(b":")
-            _digest_json(digest, item)
-        digest.update(b"}")
-    elif isinstance(value, list):
-        digest.update(b"[")
-        for index, item in enumerate(value):
-            digest.update(b"," if index else b"")
-            _digest_json(digest, item)
-        digest.update(b"]")
-    else:
-        digest.update(json.dumps(value, default=str).encode("ascii"))
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _digest_text(digest: Any, text: str) -> None:
+    # Escaping is per character, so slices escape as the whole does.
+    digest.update(b'"')
+    for start in range(0, len(text), _SLICE):
+        digest.update(json.dumps(text[start : start + _SLICE])[1:-1].encode("ascii"))
+    digest.update(b'"')
 
 
 def _cut_diagnostic(fields: dict[str, Any], limit: int) -> None:

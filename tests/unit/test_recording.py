@@ -639,6 +639,22 @@ class StatementTextTests(RecorderTestCase):
         assert line["parts_sha256"] == sha256(everything)
         assert len(self.raw()) < 1000
 
+    def test_parts_far_apart(self) -> None:
+        """
+        A part beyond a long comment after the one before it keeps its
+        own text rather than be searched for to the end of the text.
+        """
+        text = "SELECT 1; /*" + " " * 5000 + "*/ SELECT 2"
+        self.recorder = Recorder(self.folder, max_text=100_000)
+        self.addCleanup(self.recorder.close)
+
+        self.record(with_parts(text, "SELECT 1", "SELECT 2"))
+
+        [line] = self.lines()
+        assert line["parts"][0]["span"] == [0, 8]
+        assert line["parts"][1]["text"] == "SELECT 2"
+        assert "span" not in line["parts"][1]
+
     def test_part_not_found_keeps_own_text(self) -> None:
         """
         A part that masking made differ from its place in the text keeps
