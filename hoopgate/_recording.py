@@ -325,6 +325,9 @@ def _digest_text(digest: Any, text: str) -> None:
 
 
 def _cut_diagnostic(fields: dict[str, Any], limit: int) -> None:
+    """
+    Cut each long text of an error or notice, listing what was cut.
+    """
     cut = []
     for pair in fields["fields"]:
         key, text = pair
@@ -343,8 +346,8 @@ def limit_fields(event: Event, fields: dict[str, Any], limit: int) -> None:
     Args:
         event: The event the fields are of.
         fields: Its recordable fields, as masking left them.
-        limit: The most characters of one text, or of all bound
-            parameters together.
+        limit: The most characters of one text, of a statement's parts
+            together (as JSON) and of its bound parameters together.
     """
     if isinstance(event, StatementReceived):
         _place_parts(fields, limit)
