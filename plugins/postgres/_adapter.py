@@ -58,10 +58,16 @@ from hoopgate.plugin import (
 )
 from hoopgate_plugins.postgres import _codec as pg
 from hoopgate_plugins.postgres import _errors
-from hoopgate_plugins.postgres._catalog import Catalog, Facts, Table, catalog_for
+from hoopgate_plugins.postgres._catalog import (
+    Catalog,
+    Facts,
+    Table,
+    catalog_for,
+    search_path_of,
+)
 from hoopgate_plugins.postgres._copyrows import CopyFormatError, CopyMasker
 from hoopgate_plugins.postgres._flow import PauseGate, hang_up, link, nodelay
-from hoopgate_plugins.postgres._options import filter_options
+from hoopgate_plugins.postgres._options import filter_options, option_settings
 from hoopgate_plugins.postgres._reach import after_change, request, widened, with_paths
 from hoopgate_plugins.postgres._results import Describe, DescribeQueue, ResultSampler
 from hoopgate_plugins.postgres._settings import listener_settings, target_settings
@@ -606,7 +612,21 @@ class ClientConnection(protocol.Protocol):
         params["database"] = settings.database
         if options:
             params["options"] = options
+        self._note_startup_paths(params, options)
         return params
+
+    def _note_startup_paths(self, params: dict[str, str], options: str) -> None:
+        """
+        A search path the client sets at start-up (as a parameter of its
+        own or in C{options}) is one its statements may resolve with.
+        """
+        values = [v for k, v in params.items() if k.lower() == "search_path"]
+        values += [v for k, v in option_settings(options) if k == "search_path"]
+        paths = tuple(search_path_of(v) for v in values)
+        if paths:
+            state = self._sql_state
+            more = (*state.more_paths, *(p for p in paths if p not in state.more_paths))
+            self._sql_state = attrs.evolve(state, more_paths=more)
 
     # -- called by the upstream leg ---------------------------------------
 
@@ -681,7 +701,8 @@ class ClientConnection(protocol.Protocol):
         How the server reads this session's text, for the classifier.
         """
         user = self.session.credential.user if self.session else None
-        return SessionState(
+        return attrs.evolve(
+            self._sql_state,
             user=user,
             standard_conforming_strings=self._standard_strings,
             client_encoding=self._server_encoding_name,

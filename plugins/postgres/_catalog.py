@@ -343,6 +343,13 @@ def _path(setting: str) -> tuple[str, ...] | None:
     name, _, value = setting.partition("=")
     if name.strip().lower() != "search_path":
         return None
+    return search_path_of(value)
+
+
+def search_path_of(value: str) -> tuple[str, ...]:
+    """
+    The schemas of a C{search_path} setting's value, unquoted.
+    """
     path = []
     for raw in value.split(","):
         entry = raw.strip()

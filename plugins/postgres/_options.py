@@ -90,3 +90,11 @@ def filter_options(options: str, allowed: Iterable[str]) -> tuple[str, list[str]
     dropped = [n for n, _ in pairs if n not in permitted]
     text = " ".join(f"-c {n}={_escape(v)}" for n, v in kept)
     return text, dropped
+
+
+def option_settings(options: str) -> list[tuple[str, str]]:
+    """
+    The settings a start-up C{options} string sets, as names (lower
+    case) and values; none when it cannot be read.
+    """
+    return _settings(_split(options)) or []

@@ -29,6 +29,13 @@ import psycopg
 import pytest
 
 from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.pgwire import (
+    WireClient,
+    error_fields,
+    password_message,
+    query,
+    startup_message,
+)
 from tests.support.servers import pg_connect_args
 
 pytestmark = pytest.mark.timeout(180)
@@ -85,7 +92,7 @@ drop operator if exists public.+ (text, text);
 drop function if exists public.lower(int);
 drop schema if exists reach_evil cascade;
 truncate reach_t, reach_other, canary;
-drop table if exists reach_ruled, reach_role cascade;
+drop table if exists reach_ruled, reach_role, reach_start cascade;
 """
 
 TEARDOWN_SQL = """\
@@ -349,6 +356,37 @@ class TestShadowedNames:
 
         assert refused(inserted, "writes public.canary"), inserted
         assert canary(direct) == []
+
+    def test_search_path_at_startup(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        A search path the client's start-up packet sets (any setting may
+        be a start-up parameter) is one its statements may resolve with.
+        """
+        direct.execute("create table reach_start (id int)")
+        direct.execute("create schema reach_evil")
+        direct.execute("create view reach_evil.reach_start as select * from canary")
+        startup = {
+            "user": "ci-runner",
+            "database": "appdb",
+            "search_path": "reach_evil, public",
+        }
+
+        with WireClient(reach_gateway.pg_port) as client:
+            client.start_tls(reach_gateway.servers["TLS_CERT"])
+            client.send(startup_message(startup))
+            client.read_until("R", "E")
+            client.send(password_message(reach_gateway.token()))
+            ready = client.read_until("Z", "E")
+            client.send(query("insert into reach_start values (11)"))
+            answer = client.read_until("Z")
+
+        assert ready[-1].type == "Z", ready
+        errors = [error_fields(m) for m in answer if m.type == "E"]
+        assert [e["C"] for e in errors] == [PRIVILEGE], answer
+        assert canary(direct) == []
+        assert direct.execute("select count(*) from reach_start").fetchone() == (0,)
 
 
 class TestSameTransaction:
