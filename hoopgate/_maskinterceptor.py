@@ -242,8 +242,8 @@ def _whole(rule: MaskRule, column: Column) -> MaskColumn:
 def _scan(
     column: Column, rules: Sequence[MaskRule], names: dict[tuple[int, str], str], i: int
 ) -> ColumnAction:
-    # FIXME(#4): values of non-text types in binary format are not
-    # scanned (a card number in a binary int8 or jsonb column).
+    # FIXME(#4): values of number types in binary format are not
+    # scanned (a card number held in a binary int8 or numeric column).
     if not rules or not column.textual or column.type_name in UNSCANNED_TYPES:
         return PASS
 

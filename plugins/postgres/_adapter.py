@@ -211,8 +211,9 @@ _TYPE_NAMES = {
     3802: "jsonb",
 }
 
-# Types whose binary form is their text, so detectors can read them.
-_TEXT_TYPES = frozenset({19, 25, 114, 142, 705, 1042, 1043})
+# Types whose binary form is their text, so detectors can read them
+# (jsonb's is a version byte, then the document's text).
+_TEXT_TYPES = frozenset({19, 25, 114, 142, 705, 1042, 1043, 3802})
 
 _TEXT_OID = 25
 

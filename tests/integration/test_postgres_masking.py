@@ -617,6 +617,39 @@ class TestBC09Diagnostics:
         assert heard["masking"] == [("hg_orders", f"order 7 for {MASK}")]
         assert heard["strict"] == [("hg_orders", "")]
 
+    def test_jsonb_in_binary_is_scanned(self, masking: RunningGateway) -> None:
+        """
+        asyncpg reads jsonb in binary format (a version byte, then the
+        text): a detected e-mail in it nulls the value, as in text format;
+        a document without one arrives whole.
+        """
+        found = asyncio.run(
+            _asyncpg_jsonb(_asyncpg_params(masking, masking.token()), _tls())
+        )
+
+        assert found == [(None, {"n": 1})]
+
+
+async def _asyncpg_jsonb(
+    params: dict[str, Any], context: ssl.SSLContext
+) -> list[tuple[Any, ...]]:
+    conn = await asyncpg.connect(**params, ssl=context, timeout=10, command_timeout=30)
+    try:
+        # The raw binary form: a version byte, then the document's text.
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=lambda value: b"\x01" + json.dumps(value).encode(),
+            decoder=lambda data: json.loads(data[1:]),
+            schema="pg_catalog",
+            format="binary",
+        )
+        rows = await conn.fetch(
+            """select '{"m": "a.b@example.com"}'::jsonb, '{"n": 1}'::jsonb"""
+        )
+    finally:
+        await asyncio.wait_for(conn.close(), WAIT)
+    return [tuple(r) for r in rows]
+
 
 async def _asyncpg_diagnostics(
     params: dict[str, Any], context: ssl.SSLContext, block: str, cast: str
