@@ -58,6 +58,7 @@ from hoopgate._chain import Context
 from hoopgate._events import (
     DiagnosticReceived,
     Event,
+    ResultDescribed,
     SessionClosed,
     SessionRefused,
     StatementBound,
@@ -436,9 +437,10 @@ class Recorder:
 
     def observe(self, event: Event, verdict: Verdict, context: Context) -> None:
         if isinstance(verdict, Rewrite) and isinstance(
-            verdict.event, DiagnosticReceived
+            verdict.event, DiagnosticReceived | ResultDescribed
         ):
-            # What the client got, never the target's unmasked text.
+            # What the client got: never the target's unmasked text, and
+            # the columns as masking re-described them.
             event = verdict.event
         fields = event_fields(event)
         whole = _whole_parts(event, fields)

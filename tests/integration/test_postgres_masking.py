@@ -842,6 +842,13 @@ class TestRecording:
         assert counts[("email", "customer-pii", False)] == 3
         assert counts[("name", "watch-names", True)] == 3
         assert any(line.get("dry_run") == ["watch-names"] for line in described)
+        # The columns as the client got them: email re-described as masked.
+        first = next(x for x in described if len(x["columns"]) == 3)
+        assert [(c["name"], c["masked"]) for c in first["columns"]] == [
+            ("id", False),
+            ("name", False),
+            ("email", True),
+        ]
         assert big["total_rows"] == 2000
         assert len(big["rows"]) == 1000
         assert big["truncated"] is True
