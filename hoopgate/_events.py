@@ -283,6 +283,9 @@ class Column:
         sources: Other relations whose rows the column may carry, under
             the same column name: a parent table's scan returns the rows
             of its inheritance children and partitions.
+        binary: For values that are not C{textual}, the name of a reader
+            of their binary form that detectors can use
+            (C{postgres.int8}, C{postgres.numeric}); C{""} for none.
     """
 
     name: str
@@ -293,6 +296,7 @@ class Column:
     textual: bool = True
     masked: bool = False
     sources: tuple[str, ...] = ()
+    binary: str = ""
 
 
 @frozen(kw_only=True)

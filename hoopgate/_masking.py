@@ -49,6 +49,7 @@ import codecs
 import hashlib
 import json
 import re
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import ClassVar, TypeAlias
@@ -788,6 +789,46 @@ def _some(instance: object, attribute: object, detectors: tuple[Detector, ...]) 
         raise ValueError("a scanned column needs at least one detector")
 
 
+def _postgres_int8(raw: bytes) -> str:
+    (value,) = struct.unpack(">q", raw)
+    return str(value)
+
+
+def _postgres_numeric(raw: bytes) -> str:
+    """
+    PostgreSQL's binary numeric: digit count, weight (of the first
+    base-10000 digit), sign and display scale, then the digits.
+    """
+    count, weight, sign, scale = struct.unpack_from(">hhHH", raw)
+    if sign not in (0x0000, 0x4000):
+        return "NaN"
+    digits = struct.unpack_from(f">{count}H", raw, 8)
+    groups = [f"{d:04d}" for d in digits]
+    whole = groups[: weight + 1] if weight >= 0 else []
+    whole += ["0000"] * (weight + 1 - len(whole))
+    fraction = (
+        groups[weight + 1 :] if weight >= 0 else ["0000"] * (-weight - 1) + groups
+    )
+    text = ("".join(whole).lstrip("0") or "0") + "." + "".join(fraction)
+    integer, _, decimals = text.partition(".")
+    decimals = decimals[:scale].ljust(scale, "0")
+    minus = "-" if sign == 0x4000 else ""
+    return f"{minus}{integer}.{decimals}" if scale else f"{minus}{integer}"
+
+
+#: Readers of values that arrive in a binary form other than text, by
+#: the name a plugin gives in L{hoopgate.plugin.Column.binary}: each
+#: turns one value into the text detectors read.
+BINARY_TEXT: Mapping[str, Callable[[bytes], str]] = MappingProxyType(
+    {"postgres.int8": _postgres_int8, "postgres.numeric": _postgres_numeric}
+)
+
+
+def _binary_name(instance: object, attribute: object, value: str) -> None:
+    if value and value not in BINARY_TEXT:
+        raise ValueError(f"no reader for binary values of {value!r}")
+
+
 @frozen
 class ScanColumn:
     """
@@ -796,10 +837,14 @@ class ScanColumn:
     Attributes:
         detectors: What to look for.
         strategy: What replaces each hit; L{Nullify} nulls the value.
+        binary: For values that arrive in a binary form, the name of
+            their reader in L{BINARY_TEXT}; a value with a hit is then
+            nulled, whatever C{strategy} says.
     """
 
     detectors: tuple[Detector, ...] = field(converter=_detector_tuple, validator=_some)
     strategy: Strategy
+    binary: str = field(default="", validator=_binary_name)
 
 
 ColumnAction: TypeAlias = PassColumn | MaskColumn | ScanColumn
@@ -860,6 +905,20 @@ def _keyed_hash(strategy: KeyedHash, encoding: str) -> Callable[[bytes], bytes]:
         return prefix + hex_digest(raw)
 
     return keyed_hash
+
+
+def _binary_scanner(
+    read: Callable[[bytes], str], scan: Callable[[bytes], bytes | None]
+) -> Callable[[bytes], bytes | None]:
+    def binary(raw: bytes) -> bytes | None:
+        try:
+            text = read(raw).encode("ascii")
+        except (struct.error, UnicodeEncodeError):
+            # A value the reader cannot read cannot be checked.
+            return None
+        return raw if scan(text) is not None else None
+
+    return binary
 
 
 def _scanner(
@@ -967,9 +1026,15 @@ class RowPlan:
                     calls.append((index, _keep_last(keep, encoding)))
                 case MaskColumn(strategy=KeyedHash() as keyed):
                     calls.append((index, _keyed_hash(keyed, encoding)))
-                case ScanColumn(detectors=detectors, strategy=strategy):
+                case ScanColumn(detectors=detectors, strategy=strategy, binary=binary):
                     counter: dict[str, int] = {}
-                    scan = _scanner(detectors, strategy, encoding, counter)
+                    if binary:
+                        scan = _binary_scanner(
+                            BINARY_TEXT[binary],
+                            _scanner(detectors, NULLIFY, "ascii", counter),
+                        )
+                    else:
+                        scan = _scanner(detectors, strategy, encoding, counter)
                     scans.append((index, scan))
                     hits.append((index, counter))
                 case _:

@@ -242,9 +242,9 @@ def _whole(rule: MaskRule, column: Column) -> MaskColumn:
 def _scan(
     column: Column, rules: Sequence[MaskRule], names: dict[tuple[int, str], str], i: int
 ) -> ColumnAction:
-    # FIXME(#4): values of number types in binary format are not
-    # scanned (a card number held in a binary int8 or numeric column).
-    if not rules or not column.textual or column.type_name in UNSCANNED_TYPES:
+    if not rules or column.type_name in UNSCANNED_TYPES:
+        return PASS
+    if not column.textual and not column.binary:
         return PASS
 
     detectors: dict[str, tuple[Detector, MaskRule]] = {}
@@ -257,7 +257,8 @@ def _scan(
     strictest = min(rules, key=lambda r: r.rank)
     # A mask in a number or a JSON document would break its type.
     strategy = strictest.strategy if column.type_name in TEXT_TYPES else NULLIFY
-    return ScanColumn((d for d, _ in detectors.values()), strategy)
+    binary = "" if column.textual else column.binary
+    return ScanColumn((d for d, _ in detectors.values()), strategy, binary)
 
 
 def _compiled(actions: list[ColumnAction], encoding: str) -> RowPlan | None:

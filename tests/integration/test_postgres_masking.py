@@ -25,6 +25,7 @@ import json
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -628,6 +629,24 @@ class TestBC09Diagnostics:
         )
 
         assert found == [(None, {"n": 1})]
+
+    def test_numbers_in_binary_are_scanned(self, masking: RunningGateway) -> None:
+        """
+        A card number kept as int8 or numeric, read in binary format, is
+        nulled as in text format; numbers that are not card numbers
+        arrive unchanged, in binary.
+        """
+        query = (
+            "select 4111111111111111::int8, 4111111111111111::numeric,"
+            " 4111111111111112::int8, 12.5::numeric"
+        )
+
+        with psycopg.connect(**masking.connect_args(masking.token())) as conn:
+            binary = conn.cursor(binary=True).execute(query).fetchone()
+            text = conn.execute(query).fetchone()
+
+        assert binary == (None, None, 4111111111111112, Decimal("12.5"))
+        assert text == binary
 
 
 async def _asyncpg_jsonb(
