@@ -72,6 +72,7 @@ from hoopgate_plugins.postgres._reach import after_change, request, widened, wit
 from hoopgate_plugins.postgres._results import Describe, DescribeQueue, ResultSampler
 from hoopgate_plugins.postgres._settings import listener_settings, target_settings
 from hoopgate_plugins.postgres._sql import (
+    DEFAULT_ALLOWED_FUNCTIONS,
     Classification,
     SessionState,
     carry,
@@ -717,7 +718,14 @@ class ClientConnection(protocol.Protocol):
     def _classified(
         self, text: str
     ) -> tuple[tuple[Classification, ...], tuple[StatementPart, ...]]:
-        classes = classify(text, self._sql_state)
+        allowed = (
+            target_settings(self.session).allowed_functions if self.session else None
+        )
+        classes = classify(
+            text,
+            self._sql_state,
+            allowed_functions=allowed or DEFAULT_ALLOWED_FUNCTIONS,
+        )
         parts = tuple(c.to_part() for c in classes)
         if self._fence_at_sync:
             # An earlier Execute of this batch may change how the server
@@ -805,7 +813,9 @@ class ClientConnection(protocol.Protocol):
             classes, parts = self._classified(event.text)
             self._submit(classes, attrs.evolve(event, parts=parts), frame, out)
             return
-        parts = widened(event.parts, classes, facts)
+        assert self.session is not None
+        trusted = target_settings(self.session).trusted_functions
+        parts = widened(event.parts, classes, facts, trusted)
         self._decided(classes, attrs.evolve(event, parts=parts), frame, out)
 
     def _decided(

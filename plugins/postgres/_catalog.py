@@ -38,6 +38,7 @@ from twisted.logger import Logger
 
 from hoopgate.plugin import Credential, TargetConfig
 from hoopgate_plugins.postgres import _codec as pg
+from hoopgate_plugins.postgres._sql import qualified_name
 from hoopgate_plugins.postgres._upstream import Details, ServerConnection
 
 B = pg.BackendType
@@ -231,13 +232,13 @@ class PartFacts:
         through_rules: Relations it reads through a view or rule, whose
             columns lineage cannot follow.
         code: The functions of the target's own it runs unnamed, each
-            as C{schema.name (how)}.
+            as C{schema.name} and how it runs (C{trigger}, C{rule}, ...).
     """
 
     reads: frozenset[str] = frozenset()
     writes: frozenset[str] = frozenset()
     through_rules: frozenset[str] = frozenset()
-    code: tuple[str, ...] = ()
+    code: tuple[tuple[str, str], ...] = ()
 
 
 @frozen
@@ -365,7 +366,7 @@ def _facts(request: Request, rows: list[list[bytes | None]]) -> Facts:
     reads: list[set[str]] = [set(r) for r, _ in request.parts]
     writes: list[set[str]] = [set(w) for _, w in request.parts]
     through: list[set[str]] = [set() for _ in range(count)]
-    code: list[dict[str, None]] = [{} for _ in range(count)]
+    code: list[dict[tuple[str, str], None]] = [{} for _ in range(count)]
     shadowed: dict[str, None] = {}
     paths: list[tuple[str, ...]] = []
     for row in rows:
@@ -384,7 +385,7 @@ def _facts(request: Request, rows: list[list[bytes | None]]) -> Facts:
         if not 0 <= part < count:
             continue
         if kind == "code":
-            code[part][f"{relation_name(schema, name)} ({_HOW.get(how, how)})"] = None
+            code[part][relation_name(schema, name), _HOW.get(how, how)] = None
             continue
         relation = relation_name(schema, name)
         (reads if mode == "r" else writes)[part].add(relation)
@@ -428,19 +429,11 @@ class Table:
     descendants: list[str] = attrs.Factory(list)
 
 
-def _quote(part: str) -> str:
-    plain = part.isidentifier() and part == part.lower() and part.isascii()
-    if plain:
-        return part
-    escaped = part.replace('"', '""')
-    return f'"{escaped}"'
-
-
 def relation_name(schema: str, name: str) -> str:
     """
-    A relation's name as the SQL classifier renders it.
+    A relation's (or function's) name as the SQL classifier renders it.
     """
-    return f"{_quote(schema)}.{_quote(name)}"
+    return qualified_name(schema, name)
 
 
 class _Reader:

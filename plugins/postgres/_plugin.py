@@ -21,14 +21,39 @@ from hoopgate.plugin import (
     server_tls_options,
 )
 from hoopgate_plugins.postgres._adapter import ClientFactory
+from hoopgate_plugins.postgres._catalog import split_name
 from hoopgate_plugins.postgres._settings import (
     DEFAULT_MAX_STATEMENT,
     ListenerSettings,
     TargetSettings,
+    allowed_functions,
 )
-from hoopgate_plugins.postgres._sql import classify
+from hoopgate_plugins.postgres._sql import classify, qualified_name
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def _trusted_function(reader: ConfigReader, text: str) -> str:
+    """
+    A C{trusted_functions} entry, rendered as classifications render
+    names: C{schema.name} or C{schema.*}, unquoted parts in lower case.
+    """
+    schema, name = split_name(text)
+    why = ""
+    if not schema or text.count('"') % 2:
+        why = "must be schema.name or schema.*"
+    else:
+        for part in text.replace('""', "").split('"')[::2]:
+            if part != part.lower():
+                why = (
+                    "unquoted names must be in lower case, as PostgreSQL"
+                    " folds them; quote a name with capitals"
+                )
+    if why:
+        raise reader.error("trusted_functions", f"{text!r}: {why}")
+    if name == "*" and not text.endswith('"*"'):
+        return f"{qualified_name(schema, 'x').rsplit('.', 1)[0]}.*"
+    return qualified_name(schema, name)
 
 
 @implementer(IProtocolPlugin, IStatementClassifier)
@@ -60,11 +85,18 @@ class PostgresPlugin:
             if not _SETTING_NAME.match(name):
                 raise reader.error("allowed_options", f"{name!r} is not a setting")
 
+        trusted = frozenset(
+            _trusted_function(reader, text)
+            for text in reader.strings("trusted_functions", ())
+        )
+
         return TargetSettings(
             database=reader.string("database"),
             allowed_options=frozenset(n.lower() for n in allowed),
             connect_timeout=reader.duration("connect_timeout", 10.0),
             hold_in_transaction=reader.duration("hold_in_transaction", 30.0),
+            trusted_functions=trusted,
+            allowed_functions=allowed_functions(trusted),
         )
 
     def classify(self, text: str) -> tuple[StatementPart, ...]:

@@ -26,7 +26,12 @@ from collections.abc import Sequence
 import attrs
 
 from hoopgate.plugin import StatementPart
-from hoopgate_plugins.postgres._catalog import Facts, Request, split_name
+from hoopgate_plugins.postgres._catalog import (
+    Facts,
+    Request,
+    relation_name,
+    split_name,
+)
 from hoopgate_plugins.postgres._sql import Classification, SessionState
 
 
@@ -59,28 +64,60 @@ def widened(
     parts: Sequence[StatementPart],
     classes: Sequence[Classification],
     facts: Facts,
+    trusted: frozenset[str] = frozenset(),
 ) -> tuple[StatementPart, ...]:
     """
     The parts with what the catalog says each reaches.
+
+    Args:
+        parts: The parts of a query string.
+        classes: Their classifications.
+        facts: The catalog's answer.
+        trusted: Functions of the target's own the operator vouches for
+            (C{schema.name} or C{schema.*}): running them, or their
+            names matching a built-in's, makes nothing unknown.
     """
     return tuple(
-        _widened(part, item, facts, i)
+        _widened(part, item, facts, i, trusted)
         for i, (part, item) in enumerate(zip(parts, classes, strict=True))
     )
 
 
+def is_trusted(function: str, trusted: frozenset[str]) -> bool:
+    """
+    Whether a function, rendered C{schema.name}, is one of C{trusted}.
+    """
+    if not trusted:
+        return False
+    schema, _ = split_name(function)
+    return function in trusted or f"{_render(schema)}.*" in trusted
+
+
+def _render(schema: str) -> str:
+    return relation_name(schema, "x").rsplit(".", 1)[0]
+
+
 def _widened(
-    part: StatementPart, item: Classification, facts: Facts, number: int
+    part: StatementPart,
+    item: Classification,
+    facts: Facts,
+    number: int,
+    trusted: frozenset[str],
 ) -> StatementPart:
     found = facts.parts[number] if number < len(facts.parts) else None
     if found is None:
         return part
 
     reasons = []
-    if found.code:
-        reasons.append(f"it runs the target's own {', '.join(found.code)}")
+    code = [f"{f} ({how})" for f, how in found.code if not is_trusted(f, trusted)]
+    if code:
+        reasons.append(f"it runs the target's own {', '.join(code)}")
     names = item.functions | item.operators | (frozenset(item.columns) - {"*"})
-    shadows = [s for s in facts.shadowed if split_name(s)[1] in names]
+    shadows = [
+        s
+        for s in facts.shadowed
+        if split_name(s)[1] in names and not is_trusted(s, trusted)
+    ]
     if shadows:
         reasons.append(
             f"the target's own {', '.join(shadows)} may answer for a name it uses"

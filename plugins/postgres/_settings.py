@@ -9,6 +9,7 @@ from __future__ import annotations
 from attrs import frozen
 
 from hoopgate.plugin import ListenerConfig, Session
+from hoopgate_plugins.postgres._sql import DEFAULT_ALLOWED_FUNCTIONS
 
 # FIXME(#4): classifying a statement takes many times its size in memory
 # and time (pglast's JSON parse tree loaded into dicts: about 5 times the
@@ -55,12 +56,32 @@ class TargetSettings:
         hold_in_transaction: The longest a statement may wait for an
             approval inside an open transaction; keep it below the
             target's C{idle_in_transaction_session_timeout}.
+        trusted_functions: Functions of the target's own that the
+            operator vouches for (they neither write what policy protects
+            nor run SQL it must see), as C{schema.name} or C{schema.*},
+            rendered as classifications render names: calling them, and
+            triggers or defaults that run them, are not of unknown
+            effect.
+        allowed_functions: What the classifier lets statements call
+            (L{allowed_functions} of the trusted ones).
     """
 
     database: str
     allowed_options: frozenset[str]
     connect_timeout: float
     hold_in_transaction: float = 30.0
+    trusted_functions: frozenset[str] = frozenset()
+    allowed_functions: frozenset[str] = DEFAULT_ALLOWED_FUNCTIONS
+
+
+def allowed_functions(trusted: frozenset[str]) -> frozenset[str]:
+    """
+    What the classifier may let a statement call: the built-in
+    allow-list and the trusted functions, qualified and by name.
+    """
+    names = {t.rsplit(".", 1)[1] for t in trusted}
+    names.discard("*")
+    return DEFAULT_ALLOWED_FUNCTIONS | trusted | names
 
 
 def listener_settings(listener: ListenerConfig) -> ListenerSettings:

@@ -747,8 +747,15 @@ def _quote(part: str) -> str:
     return '"' + part.replace('"', '""') + '"'
 
 
-def _qualified(schema: str, name: str) -> str:
+def qualified_name(schema: str, name: str) -> str:
+    """
+    C{schema.name} as classifications render relations: each part
+    double-quoted unless it is a plain lower-case identifier.
+    """
     return f"{_quote(schema)}.{_quote(name)}"
+
+
+_qualified = qualified_name
 
 
 class _Paths:
@@ -1082,6 +1089,10 @@ class _Walk:
             return names[1] in allowed
         if len(names) == 1:
             return self._paths.builtins_trusted and names[0] in allowed
+        if len(names) == 2:
+            # A function of the target's own the operator vouches for.
+            schema = _quote(names[0])
+            return f"{schema}.{_quote(names[1])}" in allowed or f"{schema}.*" in allowed
         return False
 
     def operator(self, name: object) -> None:

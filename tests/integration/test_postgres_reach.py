@@ -77,6 +77,13 @@ create function reach_fill() returns trigger language plpgsql as
   $$ begin insert into canary values (900); return new; end $$;
 create function reach_plus(text, text) returns text language sql as
   $$ insert into canary values (901) returning 'x' $$;
+create table reach_log (id int);
+create table reach_audited (id int);
+create function reach_audit() returns trigger language plpgsql as
+  $$ begin insert into reach_log values (new.id); return new; end $$;
+create trigger reach_audit_tg after insert on reach_audited
+  for each row execute function reach_audit();
+create function reach_double(int) returns int language sql as $$ select $1 * 2 $$;
 """
 
 # Run directly after each test: what a test may have created, and the
@@ -92,11 +99,13 @@ drop operator if exists public.+ (text, text);
 drop function if exists public.lower(int);
 drop schema if exists reach_evil cascade;
 truncate reach_t, reach_other, canary;
+truncate reach_log, reach_audited;
 drop table if exists reach_ruled, reach_role, reach_start cascade;
 """
 
 TEARDOWN_SQL = """\
-drop table if exists reach_t, reach_other cascade;
+drop table if exists reach_t, reach_other, reach_log, reach_audited cascade;
+drop function if exists reach_audit(), reach_double(int) cascade;
 drop function if exists reach_fill(), reach_plus(text, text) cascade;
 """
 
@@ -104,7 +113,8 @@ drop function if exists reach_fill(), reach_plus(text, text) cascade;
 def _with_policy(text: str) -> str:
     assert "guardrails:" not in text
     assert text.endswith("on_token_expiry: close\n"), text[-200:]
-    return text + POLICY
+    trusted = "    allowed_options: []\n    trusted_functions: [public.reach_audit, public.reach_double]\n"
+    return text.replace("    allowed_options: []\n", trusted) + POLICY
 
 
 def _direct_args(servers: dict[str, str]) -> dict[str, Any]:
@@ -387,6 +397,45 @@ class TestShadowedNames:
         assert [e["C"] for e in errors] == [PRIVILEGE], answer
         assert canary(direct) == []
         assert direct.execute("select count(*) from reach_start").fetchone() == (0,)
+
+
+class TestTrustedFunctions:
+    """
+    Functions the target's settings vouch for (C{trusted_functions}).
+    """
+
+    def test_trusted_trigger_and_call(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        inserted, called, qualified = run(
+            reach_gateway,
+            "insert into reach_audited values (12)",
+            "select reach_double(21)",
+            "select public.reach_double(4)",
+        )
+
+        assert (inserted, called, qualified) == ([], [(42,)], [(8,)])
+        assert direct.execute("select id from reach_log").fetchall() == [(12,)]
+
+    def test_untrusted_overload_of_a_trusted_name(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        Trust names one function: another schema's function of the same
+        name still makes the call unknown.
+        """
+        direct.execute("create schema reach_evil")
+        direct.execute(
+            "create function reach_evil.reach_double(int) returns int language sql"
+            " as $$ insert into canary values (903) returning 1 $$"
+        )
+
+        # Another shape than the test before (the catalog's answer for
+        # that one may still be cached).
+        (called,) = run(reach_gateway, "select reach_double(id) from reach_log")
+
+        assert refused(called, "reach_evil.reach_double may answer"), called
+        assert canary(direct) == []
 
 
 class TestSameTransaction:

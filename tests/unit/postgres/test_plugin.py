@@ -10,7 +10,12 @@ import pytest
 from hoopgate._configreader import load_yaml
 from hoopgate.plugin import ConfigError
 from hoopgate_plugins.postgres._plugin import plugin
-from hoopgate_plugins.postgres._settings import DEFAULT_MAX_STATEMENT, ListenerSettings
+from hoopgate_plugins.postgres._settings import (
+    DEFAULT_MAX_STATEMENT,
+    ListenerSettings,
+    TargetSettings,
+)
+from hoopgate_plugins.postgres._sql import DEFAULT_ALLOWED_FUNCTIONS
 
 
 def read(text: str) -> ListenerSettings:
@@ -65,3 +70,53 @@ class TestListenerKeys:
         """
         with pytest.raises(ConfigError, match="max_statement"):
             read("max_statement: 1000")
+
+
+def read_target(text: str) -> TargetSettings:
+    return plugin.read_target(load_yaml("database: appdb\n" + text, "test.yaml"))
+
+
+class TestTrustedFunctions:
+    """
+    C{trusted_functions}: functions of the target's own the operator
+    vouches for.
+    """
+
+    def test_default(self) -> None:
+        settings = read_target("")
+
+        assert settings.trusted_functions == frozenset()
+        assert settings.allowed_functions == DEFAULT_ALLOWED_FUNCTIONS
+
+    def test_names_and_schemas(self) -> None:
+        settings = read_target(
+            "trusted_functions: [public.calc_tax, audit.*, '\"Billing\".\"Sum\"']\n"
+        )
+
+        assert settings.trusted_functions == {
+            "public.calc_tax",
+            "audit.*",
+            '"Billing"."Sum"',
+        }
+        assert settings.allowed_functions - DEFAULT_ALLOWED_FUNCTIONS == {
+            "public.calc_tax",
+            "audit.*",
+            '"Billing"."Sum"',
+            "calc_tax",
+            '"Sum"',
+        }
+
+    @pytest.mark.parametrize(
+        ("entry", "why"),
+        [
+            ("calc_tax", "must be schema.name or schema.*"),
+            ("Public.Calc", "unquoted names must be in lower case"),
+        ],
+    )
+    def test_refused(self, entry: str, why: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            read_target(f"trusted_functions: [{entry}]\n")
+
+        assert str(caught.value).startswith(
+            f"trusted_functions (line 2): {entry!r}: {why}"
+        )

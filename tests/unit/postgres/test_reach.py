@@ -21,10 +21,12 @@ from hoopgate_plugins.postgres._catalog import (
 )
 from hoopgate_plugins.postgres._reach import (
     after_change,
+    is_trusted,
     request,
     widened,
     with_paths,
 )
+from hoopgate_plugins.postgres._settings import allowed_functions
 from hoopgate_plugins.postgres._sql import SessionState, carry, classify
 
 
@@ -103,7 +105,7 @@ class TestFacts:
             parts=(
                 PartFacts(
                     writes=frozenset({"public.v", "public.canary"}),
-                    code=("public.fill (trigger)",),
+                    code=(("public.fill", "trigger"),),
                 ),
                 PartFacts(reads=frozenset({"public.parent", "public.customers"})),
             ),
@@ -163,7 +165,7 @@ class TestWidened:
     def test_trigger_code(self) -> None:
         classes = classify("insert into t values (1)")
         parts = tuple(c.to_part() for c in classes)
-        facts = Facts(parts=(PartFacts(code=("public.fill (trigger)",)),))
+        facts = Facts(parts=(PartFacts(code=(("public.fill", "trigger"),)),))
 
         (part,) = widened(parts, classes, facts)
 
@@ -227,3 +229,61 @@ class TestAfterChange:
         (found,) = classify("insert into t values (1)", state)
 
         assert found.relations_written == {"public.t", "evil.t"}
+
+
+class TestTrusted:
+    """
+    Functions of the target's own the operator vouches for.
+    """
+
+    TRUSTED = frozenset({"public.fill", "audit.*"})
+
+    def test_code_and_shadows_of_trusted_functions(self) -> None:
+        classes = classify("insert into t select lower(a) from u")
+        parts = tuple(c.to_part() for c in classes)
+        facts = Facts(
+            parts=(
+                PartFacts(code=(("public.fill", "trigger"), ("audit.log", "rule"))),
+            ),
+            shadowed=("audit.lower",),
+        )
+
+        (part,) = widened(parts, classes, facts, self.TRUSTED)
+
+        assert part.effect == "write"
+        assert part.reason == ""
+
+    def test_others_still_count(self) -> None:
+        classes = classify("insert into t values (1)")
+        parts = tuple(c.to_part() for c in classes)
+        facts = Facts(
+            parts=(
+                PartFacts(code=(("public.fill", "trigger"), ("public.other", "rule"))),
+            )
+        )
+
+        (part,) = widened(parts, classes, facts, self.TRUSTED)
+
+        assert part.reason == "it runs the target's own public.other (rule)"
+
+    def test_is_trusted(self) -> None:
+        assert is_trusted("public.fill", self.TRUSTED)
+        assert is_trusted("audit.anything", self.TRUSTED)
+        assert not is_trusted("public.fill2", self.TRUSTED)
+        assert not is_trusted('"Audit".x', self.TRUSTED)
+
+    def test_classifier_calls(self) -> None:
+        allowed = allowed_functions(frozenset({"public.calc_tax", "audit.*"}))
+
+        plain, qualified, schema, other = (
+            classify(text, allowed_functions=allowed)[0]
+            for text in (
+                "select calc_tax(1)",
+                "select public.calc_tax(1)",
+                "select audit.anything(1)",
+                "select public.other(1)",
+            )
+        )
+
+        assert [c.effect.value for c in (plain, qualified, schema)] == ["read"] * 3
+        assert other.effect.value == "unknown"
