@@ -77,9 +77,11 @@ from hoopgate_plugins.postgres._sql import (
     SessionState,
     carry,
     classify,
+    unclassified,
 )
 from hoopgate_plugins.postgres._tracking import Kind, Outcome, ResponseTracker, rows_of
 from hoopgate_plugins.postgres._upstream import Details, ServerConnection, send_cancel
+from hoopgate_plugins.postgres._worker import LONG, long_classifier
 
 F = pg.FrontendType
 B = pg.BackendType
@@ -715,17 +717,14 @@ class ClientConnection(protocol.Protocol):
             client_encoding=self._server_encoding_name,
         )
 
-    def _classified(
-        self, text: str
-    ) -> tuple[tuple[Classification, ...], tuple[StatementPart, ...]]:
-        allowed = (
-            target_settings(self.session).allowed_functions if self.session else None
-        )
-        classes = classify(
-            text,
-            self._sql_state,
-            allowed_functions=allowed or DEFAULT_ALLOWED_FUNCTIONS,
-        )
+    def _allowed(self) -> frozenset[str]:
+        if self.session is None:
+            return DEFAULT_ALLOWED_FUNCTIONS
+        return target_settings(self.session).allowed_functions
+
+    def _parts_of(
+        self, classes: tuple[Classification, ...]
+    ) -> tuple[StatementPart, ...]:
         parts = tuple(c.to_part() for c in classes)
         if self._fence_at_sync:
             # An earlier Execute of this batch may change how the server
@@ -734,7 +733,48 @@ class ClientConnection(protocol.Protocol):
             parts = tuple(
                 attrs.evolve(part, problem=_SETTINGS_IN_FLIGHT) for part in parts
             )
-        return classes, parts
+        return parts
+
+    def _classify_then(
+        self,
+        text: str,
+        out: list[bytes],
+        then: Callable[
+            [tuple[Classification, ...], tuple[StatementPart, ...], list[bytes]], None
+        ],
+    ) -> None:
+        """
+        Classify C{text}, then call C{then} with the classes, parts and
+        what to send.  A long text goes to the worker process; relaying
+        from the client waits meanwhile, as for a held verdict.
+        """
+        if len(text) <= LONG:
+            classes = classify(text, self._sql_state, allowed_functions=self._allowed())
+            then(classes, self._parts_of(classes), out)
+            return
+
+        self._held = True
+        if out and self.server is not None:
+            self.server.write(b"".join(out))
+            out.clear()
+
+        def done(classes: tuple[Classification, ...]) -> None:
+            self._held = False
+            assert self._gate is not None
+            self._gate.resume("verdict")
+            if self._state != "relay":
+                return
+            pending: list[bytes] = []
+            then(classes, self._parts_of(classes), pending)
+            self._flush_then_relay(pending)
+
+        def failed(failure: Failure) -> None:
+            done(unclassified(text, "the classifying worker failed"))
+
+        worker = long_classifier(self._gateway.reactor)
+        worker.classify(text, self._sql_state, self._allowed()).addCallbacks(
+            done, failed
+        )
 
     def _submit(
         self,
@@ -810,8 +850,15 @@ class ClientConnection(protocol.Protocol):
             # The role's default search path is known only now: the
             # names resolve to more schemas than the text was read with.
             self._sql_state = state
-            classes, parts = self._classified(event.text)
-            self._submit(classes, attrs.evolve(event, parts=parts), frame, out)
+
+            def again(
+                classes: tuple[Classification, ...],
+                parts: tuple[StatementPart, ...],
+                out: list[bytes],
+            ) -> None:
+                self._submit(classes, attrs.evolve(event, parts=parts), frame, out)
+
+            self._classify_then(event.text, out, again)
             return
         assert self.session is not None
         trusted = target_settings(self.session).trusted_functions
@@ -978,17 +1025,25 @@ class ClientConnection(protocol.Protocol):
     def _on_query(self, frame: pg.Frame, out: list[bytes]) -> None:
         assert self.session is not None
         text = _text(frame.payload[:-1], self._encoding)
-        classes, parts = self._classified(text)
-        event = StatementReceived(
-            session_id=self.session.id,
-            protocol="postgres",
-            statement_id=self.session.next_id(),
-            text=text,
-            path="simple",
-            parts=parts,
-            classified=True,
-        )
-        self._submit(classes, event, frame, out)
+
+        def then(
+            classes: tuple[Classification, ...],
+            parts: tuple[StatementPart, ...],
+            out: list[bytes],
+        ) -> None:
+            assert self.session is not None
+            event = StatementReceived(
+                session_id=self.session.id,
+                protocol="postgres",
+                statement_id=self.session.next_id(),
+                text=text,
+                path="simple",
+                parts=parts,
+                classified=True,
+            )
+            self._submit(classes, event, frame, out)
+
+        self._classify_then(text, out, then)
 
     def _apply_query(
         self,
@@ -1017,18 +1072,26 @@ class ClientConnection(protocol.Protocol):
         message = pg.parse_parse(frame.payload, "latin-1")
         name = _text(message.name.encode("latin-1"), self._encoding)
         text = _text(message.text.encode("latin-1"), self._encoding)
-        classes, parts = self._classified(text)
-        event = StatementReceived(
-            session_id=self.session.id,
-            protocol="postgres",
-            statement_id=self.session.next_id(),
-            text=text,
-            path="extended",
-            statement_name=name,
-            parts=parts,
-            classified=True,
-        )
-        self._submit(classes, event, frame, out)
+
+        def then(
+            classes: tuple[Classification, ...],
+            parts: tuple[StatementPart, ...],
+            out: list[bytes],
+        ) -> None:
+            assert self.session is not None
+            event = StatementReceived(
+                session_id=self.session.id,
+                protocol="postgres",
+                statement_id=self.session.next_id(),
+                text=text,
+                path="extended",
+                statement_name=name,
+                parts=parts,
+                classified=True,
+            )
+            self._submit(classes, event, frame, out)
+
+        self._classify_then(text, out, then)
 
     def _apply_parse(
         self,

@@ -11,11 +11,11 @@ from attrs import frozen
 from hoopgate.plugin import ListenerConfig, Session
 from hoopgate_plugins.postgres._sql import DEFAULT_ALLOWED_FUNCTIONS
 
-# FIXME(#4): classifying a statement takes many times its size in memory
-# and time (pglast's JSON parse tree loaded into dicts: about 5 times the
-# text for one long literal, 60 times for a multi-row INSERT of small
-# values, whose 8 MB take 6 s of the reactor); this limit bounds that
-# until the classifier has a cheaper path for long statements.
+# Classifying a statement takes many times its size in memory and time
+# (pglast's JSON parse tree loaded into dicts: about 5 times the text for
+# one long literal, 60 times for a multi-row INSERT of small values).
+# Long statements are classified in a worker process, one at a time
+# (_worker.py); this limit bounds what that worker takes.
 DEFAULT_MAX_STATEMENT = 8 << 20
 """The default C{max_statement}: 8 MiB, room for bulk INSERTs of a few
 MB, well below PostgreSQL's 1 GiB."""

@@ -499,6 +499,14 @@ def _classify(
     return tuple(result)
 
 
+def unclassified(text: str, reason: str) -> tuple[Classification, ...]:
+    """
+    A query string the gateway could not classify, as one statement the
+    caller refuses.
+    """
+    return (_unknown(text, reason),)
+
+
 def _unknown(text: str, reason: str, parse_error: str | None = None) -> Classification:
     return Classification(
         text=text,

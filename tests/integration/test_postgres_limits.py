@@ -15,7 +15,9 @@ test-case-name: tests.integration.test_postgres_limits
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import psycopg
 import pytest
 from psycopg import pq
 
+from hoopgate_plugins.postgres._settings import DEFAULT_MAX_STATEMENT
 from tests.support.gateway import RunningGateway, lines_of, start_gateway
 
 pytestmark = pytest.mark.timeout(120)
@@ -94,6 +97,17 @@ def _long_select(size: int, marker: str) -> str:
 
 def _files_holding(gateway: RunningGateway, needle: str) -> list[Path]:
     return gateway.files_containing(needle)
+
+
+def _rss(gateway: RunningGateway) -> int:
+    """
+    The gateway process's peak resident set size so far, in bytes.
+    """
+    status = Path(f"/proc/{gateway.pid}/status").read_text(encoding="ascii")
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) << 10
+    raise AssertionError(f"no VmHWM in /proc/{gateway.pid}/status")
 
 
 def _sum_of_parameters(conn: Conn, count: int, *, prepare: bool) -> Any:
@@ -249,6 +263,46 @@ class TestDefaults:
         assert len(sql) > 3_000_000
         assert inserted.command_status == b"INSERT 0 60000"
         assert counted == (60_000, sum(range(60_000)))
+
+    def test_long_statement_stalls_no_other_session(
+        self, gateway: RunningGateway
+    ) -> None:
+        """
+        While a 7 MB INSERT of 260,000 rows is classified (in the worker
+        process, for seconds), another session's statements are answered
+        within a generous bound, and the gateway's own memory stays far
+        below what parsing the INSERT takes.
+        """
+        rows = ",".join(f"({i}, 'n{i}', {i}.5)" for i in range(260_000))
+        sql = f"insert into bulk2 values {rows}"  # noqa: S608 - test constants
+        args = gateway.connect_args(gateway.token())
+        before = _rss(gateway)
+
+        with (
+            psycopg.connect(**args, autocommit=True) as big,
+            psycopg.connect(**args, autocommit=True) as other,
+        ):
+            big.execute("create temp table bulk2 (id int, name text, n numeric)")
+            pool = ThreadPoolExecutor(1)
+            with pool:
+                inserted = pool.submit(_simple, big, sql)
+                answers = []
+                while not inserted.done():
+                    started = time.monotonic()
+                    answers.append(other.execute("select 1").fetchone())
+                    answers.append(time.monotonic() - started)
+                    time.sleep(0.2)
+                result = inserted.result(timeout=120)
+            counted = big.execute("select count(*) from bulk2").fetchone()
+        peak = _rss(gateway)
+
+        assert 7_000_000 < len(sql) < DEFAULT_MAX_STATEMENT
+        assert result.command_status == b"INSERT 0 260000"
+        assert counted == (260_000,)
+        assert answers[0::2] == [(1,)] * (len(answers) // 2)
+        assert len(answers) >= 4, answers
+        assert max(answers[1::2]) < 2.0, answers
+        assert peak - before < 150 << 20, (before, peak)
 
     def test_thirty_mb_refused(self, gateway: RunningGateway) -> None:
         """
