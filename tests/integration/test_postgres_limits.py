@@ -286,11 +286,12 @@ class TestDefaults:
             pool = ThreadPoolExecutor(1)
             with pool:
                 inserted = pool.submit(_simple, big, sql)
-                answers = []
+                answers: list[tuple[Any, ...] | None] = []
+                waits: list[float] = []
                 while not inserted.done():
                     started = time.monotonic()
                     answers.append(other.execute("select 1").fetchone())
-                    answers.append(time.monotonic() - started)
+                    waits.append(time.monotonic() - started)
                     time.sleep(0.2)
                 result = inserted.result(timeout=120)
             counted = big.execute("select count(*) from bulk2").fetchone()
@@ -299,9 +300,9 @@ class TestDefaults:
         assert 7_000_000 < len(sql) < DEFAULT_MAX_STATEMENT
         assert result.command_status == b"INSERT 0 260000"
         assert counted == (260_000,)
-        assert answers[0::2] == [(1,)] * (len(answers) // 2)
-        assert len(answers) >= 4, answers
-        assert max(answers[1::2]) < 2.0, answers
+        assert answers == [(1,)] * len(answers)
+        assert len(answers) >= 2, answers
+        assert max(waits) < 2.0, waits
         assert peak - before < 150 << 20, (before, peak)
 
     def test_thirty_mb_refused(self, gateway: RunningGateway) -> None:
