@@ -77,6 +77,7 @@ from hoopgate_plugins.postgres._sql import (
     SessionState,
     carry,
     classify,
+    too_deep,
     unclassified,
 )
 from hoopgate_plugins.postgres._tracking import Kind, Outcome, ResponseTracker, rows_of
@@ -750,8 +751,9 @@ class ClientConnection(protocol.Protocol):
         """
         if len(text) <= LONG:
             classes = classify(text, self._sql_state, allowed_functions=self._allowed())
-            then(classes, self._parts_of(classes), out)
-            return
+            if not too_deep(classes):
+                then(classes, self._parts_of(classes), out)
+                return
 
         self._held = True
         if out and self.server is not None:

@@ -487,7 +487,7 @@ def _classify(
         message = str(e.args[0]) if e.args else str(e)
         return (_unknown(text, "the parser rejected the text", message),)
     except RecursionError:
-        return (_unknown(text, "the statement nests too deeply to classify"),)
+        return (_unknown(text, TOO_DEEP),)
 
     paths = _Paths(state)
     encoded = None if text.isascii() else text.encode("utf-8")
@@ -497,6 +497,18 @@ def _classify(
         result.append(_classify_statement(statement, raw, paths, allowed_functions))
         paths.follow(raw.get("stmt"))
     return tuple(result)
+
+
+#: Why a statement nesting deeper than the interpreter's recursion limit
+#: allows is unknown.
+TOO_DEEP: Final = "the statement nests too deeply to classify"
+
+
+def too_deep(classes: Iterable[Classification]) -> bool:
+    """
+    Whether a classification failed only for the depth of its tree.
+    """
+    return any(c.reason == TOO_DEEP for c in classes)
 
 
 def unclassified(text: str, reason: str) -> tuple[Classification, ...]:
@@ -588,12 +600,13 @@ def _classify_statement(
     kind, fields = _unwrap(raw.get("stmt"))
     walk = _Walk(paths, allowed_functions)
     walk.top = _own_query(kind, fields)
-    # FIXME(#4): the walk recurses, so about 200 nested operators are
-    # already too deep; such statements are refused as unknown.
+    # The walk recurses: within the interpreter's default limit, about
+    # 300 nested operators are too deep, and the relay classifies such
+    # statements again in a worker process with a higher limit.
     try:
         walk.typed(kind, fields)
     except RecursionError:
-        return _unknown(text, "the statement nests too deeply to classify")
+        return _unknown(text, TOO_DEEP)
 
     effect, command = _decide(kind, fields, walk)
     reason = "; ".join(dict.fromkeys(walk.reasons)) or None

@@ -5,7 +5,8 @@ Parsing a statement costs many times its size in memory and time
 (pglast's parse tree as JSON loaded into dicts: about 60 times the text
 for a multi-row INSERT of small values, whose 8 MB take seconds).  In
 the gateway's own process that would stall every session on its
-reactor and keep the memory.  Statements longer than L{LONG} are
+reactor and keep the memory.  Statements longer than L{LONG}, and those
+nesting deeper than the gateway's own recursion limit lets it walk, are
 classified in a worker process instead, one at a time, each worker
 ending after one statement so that what it allocated is returned to the
 system; the relay of that session waits, the others do not.
@@ -16,6 +17,7 @@ test-case-name: tests.integration.test_postgres_limits
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -26,6 +28,22 @@ from hoopgate_plugins.postgres._sql import Classification, SessionState, classif
 
 #: Statements longer than this many characters go to the worker.
 LONG = 256 * 1024
+
+#: The worker's recursion limit: deep enough for the expressions
+#: PostgreSQL's default stack depth accepts (a few thousand nested
+#: operators).  A worker that runs out of stack dies alone, and the
+#: statement is refused.
+DEEP = 60_000
+
+
+def classify_deep(
+    text: str, state: SessionState, allowed: frozenset[str]
+) -> tuple[Classification, ...]:
+    """
+    Classify in the worker, where the tree may nest deeper.
+    """
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), DEEP))
+    return classify(text, state, allowed_functions=allowed)
 
 
 class LongClassifier:
@@ -50,9 +68,7 @@ class LongClassifier:
         """
         result: Deferred[tuple[Classification, ...]] = Deferred()
         try:
-            future = self._executor().submit(
-                classify, text, state, allowed_functions=allowed
-            )
+            future = self._executor().submit(classify_deep, text, state, allowed)
         except Exception as e:  # a broken pool: start another next time
             self._reset()
             result.errback(e)

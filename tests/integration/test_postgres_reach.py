@@ -399,6 +399,26 @@ class TestShadowedNames:
         assert direct.execute("select count(*) from reach_start").fetchone() == (0,)
 
 
+class TestDeepStatements:
+    """
+    Statements nesting deeper than the gateway's own recursion limit are
+    classified in its worker process, and judged as any other.
+    """
+
+    def test_three_thousand_nested_operators(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        deep = "+".join(["1"] * 3000)
+
+        read, write = run(
+            reach_gateway, f"select {deep}", f"insert into canary select {deep}"
+        )
+
+        assert read == [(3000,)]
+        assert refused(write, "writes public.canary"), write
+        assert canary(direct) == []
+
+
 class TestTrustedFunctions:
     """
     Functions the target's settings vouch for (C{trusted_functions}).
