@@ -101,6 +101,7 @@ from hoopgate._notify import (
     make_notifiers,
     read_notifier,
 )
+from hoopgate._scope import check_scope_targets, in_scope
 from hoopgate._secrets import Secret
 from hoopgate._store import StoreUnavailableError
 from hoopgate._verdicts import ALLOW, Allow, Deny, DenyReason, Hold, Note, Verdict
@@ -300,13 +301,7 @@ class ApprovalRule:
         Whether the rule is about C{identity} on C{target}; without a
         known identity, every rule for the target applies (fail closed).
         """
-        if "*" not in self.targets and target not in self.targets:
-            return False
-        if identity is None or not (self.subjects or self.groups):
-            return True
-        if "*" in self.subjects or identity.subject in self.subjects:
-            return True
-        return not set(self.groups).isdisjoint(identity.groups)
+        return in_scope(self, identity, target)
 
     def matches(self, event: Event) -> list[str]:
         """
@@ -545,13 +540,8 @@ def check_approvals(
             f"{first.where}: approval rule {first.name!r} needs "
             "gateway.approvals (a directory of approvers)"
         )
+    check_scope_targets(rules, targets, "approval rule")
     for rule in rules:
-        for name in rule.targets:
-            if name != "*" and name not in targets:
-                raise ConfigError(
-                    f"{rule.where}: approval rule {rule.name!r} names unknown "
-                    f"target {name!r}"
-                )
         assert settings is not None
         for name in rule.approvers:
             if name not in settings.groups and not looks_like_dn(name):

@@ -46,7 +46,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from hoopgate._chain import Context
-from hoopgate._configreader import ConfigError, ConfigReader
+from hoopgate._configreader import ConfigReader
 from hoopgate._events import (
     CommandReceived,
     Event,
@@ -58,6 +58,7 @@ from hoopgate._events import (
 )
 from hoopgate._identity import Identity
 from hoopgate._interfaces import IInterceptor
+from hoopgate._scope import check_scope_targets, in_scope
 from hoopgate._verdicts import ALLOW, Allow, Deny, DenyReason, Note, Verdict
 
 MODES: Final = ("enforce", "dry-run")
@@ -928,13 +929,7 @@ class GuardrailRule:
         Whether the rule is about C{identity} on C{target}.  Without a
         known identity every rule for the target applies (fail closed).
         """
-        if "*" not in self.targets and target not in self.targets:
-            return False
-        if identity is None or not (self.subjects or self.groups):
-            return True
-        if "*" in self.subjects or identity.subject in self.subjects:
-            return True
-        return not set(self.groups).isdisjoint(identity.groups)
+        return in_scope(self, identity, target)
 
     def _blocks(self) -> Iterable[tuple[Conditions, bool]]:
         if self.deny is not None:
@@ -1507,10 +1502,4 @@ def check_targets(rules: Iterable[GuardrailRule], known: Collection[str]) -> Non
     Raises:
         ConfigError: Naming the rule's targets key and line.
     """
-    for rule in rules:
-        for name in rule.targets:
-            if name != "*" and name not in known:
-                raise ConfigError(
-                    f"{rule.where}: guardrail {rule.name!r} names unknown "
-                    f"target {name!r}"
-                )
+    check_scope_targets(rules, known, "guardrail")

@@ -38,7 +38,7 @@ from typing import Any, Final
 from attrs import field, frozen
 from pglast.parser import ParseError, scan
 
-from hoopgate._configreader import ConfigError, ConfigReader
+from hoopgate._configreader import ConfigReader
 from hoopgate._events import (
     DiagnosticReceived,
     Event,
@@ -70,6 +70,7 @@ from hoopgate._masking import (
     custom_detector,
     mask_text,
 )
+from hoopgate._scope import check_scope_targets, in_scope
 
 MODES: Final = ("enforce", "dry-run")
 
@@ -274,13 +275,7 @@ class MaskRule:
         Whether the rule is about C{identity} on C{target}.  Without a
         known identity every rule for the target applies (fail closed).
         """
-        if "*" not in self.targets and target not in self.targets:
-            return False
-        if identity is None or not (self.subjects or self.groups):
-            return True
-        if "*" in self.subjects or identity.subject in self.subjects:
-            return True
-        return not set(self.groups).isdisjoint(identity.groups)
+        return in_scope(self, identity, target)
 
     def covers_effects(self, effects: frozenset[str] | None) -> bool:
         """
@@ -876,13 +871,7 @@ def check_mask_targets(rules: Iterable[MaskRule], known: Collection[str]) -> Non
     Raises:
         ConfigError: Naming the rule's targets key and line.
     """
-    for rule in rules:
-        for name in rule.targets:
-            if name != "*" and name not in known:
-                raise ConfigError(
-                    f"{rule.where}: masking rule {rule.name!r} names unknown "
-                    f"target {name!r}"
-                )
+    check_scope_targets(rules, known, "masking rule")
 
 
 __all__ = [

@@ -18,10 +18,11 @@ from collections.abc import Collection, Iterable
 from attrs import field, frozen
 
 from hoopgate._approvals import ApprovalRule, read_approval_rule
-from hoopgate._configreader import ConfigError, ConfigReader
+from hoopgate._configreader import ConfigReader
 from hoopgate._guardrails import GuardrailRule, read_groups, read_guardrail
 from hoopgate._identity import Identity
 from hoopgate._maskrules import MaskingPolicy, read_masking
+from hoopgate._scope import check_scope_targets, in_scope
 
 
 @frozen
@@ -65,28 +66,6 @@ class AccessRule:
         return bool(set(self.groups) & set(identity.groups))
 
 
-def in_scope(
-    subjects: tuple[str, ...],
-    groups: tuple[str, ...],
-    targets: tuple[str, ...],
-    identity: Identity | None,
-    target: str,
-) -> bool:
-    """
-    Whether a rule scoped to C{subjects}, C{groups} and C{targets} (as
-    guardrail, masking and approval rules are) is about C{identity} on
-    C{target}.  With neither subjects nor groups it is about everyone;
-    without a known identity every rule for the target is (fail closed).
-    """
-    if "*" not in targets and target not in targets:
-        return False
-    if identity is None or not (subjects or groups):
-        return True
-    if "*" in subjects or identity.subject in subjects:
-        return True
-    return not set(groups).isdisjoint(identity.groups)
-
-
 @frozen
 class RecordingRule:
     """
@@ -117,7 +96,7 @@ class RecordingRule:
         """
         Whether the rule is about C{identity} on C{target}.
         """
-        return in_scope(self.subjects, self.groups, self.targets, identity, target)
+        return in_scope(self, identity, target)
 
 
 @frozen
@@ -244,13 +223,7 @@ def check_recording_targets(
     Raises:
         ConfigError: Naming the rule's targets key and line.
     """
-    for rule in rules:
-        for name in rule.targets:
-            if name != "*" and name not in known:
-                raise ConfigError(
-                    f"{rule.where}: recording rule {rule.name!r} names unknown "
-                    f"target {name!r}"
-                )
+    check_scope_targets(rules, known, "recording rule")
 
 
 def read_policy(reader: ConfigReader) -> Policy:
