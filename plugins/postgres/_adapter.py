@@ -778,6 +778,36 @@ class ClientConnection(protocol.Protocol):
             done, failed
         )
 
+    def _received(
+        self, text: str, frame: pg.Frame, path: str, name: str
+    ) -> Callable[
+        [tuple[Classification, ...], tuple[StatementPart, ...], list[bytes]], None
+    ]:
+        """
+        What to do once a Query's or Parse's text is classified: make its
+        event and submit it.
+        """
+
+        def then(
+            classes: tuple[Classification, ...],
+            parts: tuple[StatementPart, ...],
+            out: list[bytes],
+        ) -> None:
+            assert self.session is not None
+            event = StatementReceived(
+                session_id=self.session.id,
+                protocol="postgres",
+                statement_id=self.session.next_id(),
+                text=text,
+                path=path,
+                statement_name=name,
+                parts=parts,
+                classified=True,
+            )
+            self._submit(classes, event, frame, out)
+
+        return then
+
     def _submit(
         self,
         classes: tuple[Classification, ...],
@@ -1027,25 +1057,7 @@ class ClientConnection(protocol.Protocol):
     def _on_query(self, frame: pg.Frame, out: list[bytes]) -> None:
         assert self.session is not None
         text = _text(frame.payload[:-1], self._encoding)
-
-        def then(
-            classes: tuple[Classification, ...],
-            parts: tuple[StatementPart, ...],
-            out: list[bytes],
-        ) -> None:
-            assert self.session is not None
-            event = StatementReceived(
-                session_id=self.session.id,
-                protocol="postgres",
-                statement_id=self.session.next_id(),
-                text=text,
-                path="simple",
-                parts=parts,
-                classified=True,
-            )
-            self._submit(classes, event, frame, out)
-
-        self._classify_then(text, out, then)
+        self._classify_then(text, out, self._received(text, frame, "simple", ""))
 
     def _apply_query(
         self,
@@ -1074,26 +1086,7 @@ class ClientConnection(protocol.Protocol):
         message = pg.parse_parse(frame.payload, "latin-1")
         name = _text(message.name.encode("latin-1"), self._encoding)
         text = _text(message.text.encode("latin-1"), self._encoding)
-
-        def then(
-            classes: tuple[Classification, ...],
-            parts: tuple[StatementPart, ...],
-            out: list[bytes],
-        ) -> None:
-            assert self.session is not None
-            event = StatementReceived(
-                session_id=self.session.id,
-                protocol="postgres",
-                statement_id=self.session.next_id(),
-                text=text,
-                path="extended",
-                statement_name=name,
-                parts=parts,
-                classified=True,
-            )
-            self._submit(classes, event, frame, out)
-
-        self._classify_then(text, out, then)
+        self._classify_then(text, out, self._received(text, frame, "extended", name))
 
     def _apply_parse(
         self,
