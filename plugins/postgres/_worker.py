@@ -1,5 +1,5 @@
 """
-Classifying long statements in a worker process.
+Classifying long or deep statements in a worker process.
 
 Parsing a statement costs many times its size in memory and time
 (pglast's parse tree as JSON loaded into dicts: about 60 times the text
@@ -7,22 +7,29 @@ for a multi-row INSERT of small values, whose 8 MB take seconds).  In
 the gateway's own process that would stall every session on its
 reactor and keep the memory.  Statements longer than L{LONG}, and those
 nesting deeper than the gateway's own recursion limit lets it walk, are
-classified in a worker process instead, one at a time, each worker
-ending after one statement so that what it allocated is returned to the
-system; the relay of that session waits, the others do not.
+classified in a worker process instead: one at a time, a fresh process
+for each (run as C{python -m hoopgate_plugins.postgres._worker}), so
+that what it allocated goes back to the system when it exits.  The
+relay of that session waits; the others do not.
+
+The request (text, session state, allowed functions) goes to the
+worker's standard input and the classification comes back on its
+standard output, both pickled: the worker is the gateway's own code.
 
 test-case-name: tests.integration.test_postgres_limits
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import pickle
 import sys
-from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from hoopgate_plugins.postgres._sql import Classification, SessionState, classify
 
@@ -35,79 +42,100 @@ LONG = 256 * 1024
 #: statement is refused.
 DEEP = 60_000
 
+#: The most a worker may answer, in bytes.
+_MAX_ANSWER = 64 << 20
 
-def classify_deep(
-    text: str, state: SessionState, allowed: frozenset[str]
-) -> tuple[Classification, ...]:
+
+class WorkerError(Exception):
     """
-    Classify in the worker, where the tree may nest deeper.
+    The worker did not answer with a classification.
     """
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), DEEP))
-    return classify(text, state, allowed_functions=allowed)
+
+
+class _Worker(protocol.ProcessProtocol):
+    def __init__(self, request: bytes) -> None:
+        self._request = request
+        self._answer: list[bytes] = []
+        self._size = 0
+        self._errors = b""
+        self.done: Deferred[tuple[Classification, ...]] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self._request)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > _MAX_ANSWER:
+            assert self.transport is not None
+            self.transport.signalProcess("KILL")
+            return
+        self._answer.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._errors = (self._errors + data)[-2000:]
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        if code != 0 or self._size > _MAX_ANSWER:
+            tail = self._errors.decode("utf-8", "replace").strip().splitlines()
+            why = tail[-1] if tail else f"exit status {code}"
+            self.done.errback(WorkerError(why))
+            return
+        try:
+            classes = pickle.loads(b"".join(self._answer))  # noqa: S301 - our own worker
+        except Exception as e:
+            self.done.errback(WorkerError(f"unreadable answer: {e!r}"))
+            return
+        self.done.callback(classes)
 
 
 class LongClassifier:
     """
-    One worker process at a time, shared by the sessions of a process.
+    Runs workers one at a time for the sessions of a process.
 
     Args:
-        reactor: Where results are delivered.
+        reactor: Spawns the workers.
     """
 
     _log = Logger()
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
-        self._pool: ProcessPoolExecutor | None = None
+        self._lock = DeferredLock()
 
     def classify(
         self, text: str, state: SessionState, allowed: frozenset[str]
     ) -> Deferred[tuple[Classification, ...]]:
         """
-        Classify C{text} in the worker; fails if the worker cannot.
+        Classify C{text} in a worker; fails with L{WorkerError} if it
+        cannot.
         """
-        result: Deferred[tuple[Classification, ...]] = Deferred()
-        try:
-            future = self._executor().submit(classify_deep, text, state, allowed)
-        except Exception as e:  # a broken pool: start another next time
-            self._reset()
-            result.errback(e)
-            return result
+        request = pickle.dumps((text, state, allowed), pickle.HIGHEST_PROTOCOL)
+        return self._lock.run(self._spawn, request)
 
-        def done(future: Future[tuple[Classification, ...]]) -> None:
-            self._reactor.callFromThread(self._deliver, future, result)
-
-        future.add_done_callback(done)
-        return result
-
-    def _deliver(
-        self,
-        future: Future[tuple[Classification, ...]],
-        result: Deferred[tuple[Classification, ...]],
-    ) -> None:
-        error = future.exception()
-        if error is None:
-            result.callback(future.result())
-            return
-        self._log.error(
-            "The classifying worker failed: {error}", error=f"{error!r}"[:200]
+    def _spawn(self, request: bytes) -> Deferred[tuple[Classification, ...]]:
+        worker = _Worker(request)
+        argv = [sys.executable, "-m", "hoopgate_plugins.postgres._worker"]
+        # The gateway's own module path, so that the worker imports the
+        # same code; nothing else of the environment (secrets may be in it).
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        }
+        self._reactor.spawnProcess(
+            worker, sys.executable, argv, env=environment, path=None
         )
-        self._reset()
-        result.errback(error)
 
-    def _reset(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                max_tasks_per_child=1,
+        def failed(failure: Failure) -> Failure:
+            self._log.error(
+                "The classifying worker failed: {error}",
+                error=failure.getErrorMessage(),
             )
-        return self._pool
+            return failure
+
+        return worker.done.addErrback(failed)
 
 
 _classifiers: dict[int, LongClassifier] = {}
@@ -115,9 +143,24 @@ _classifiers: dict[int, LongClassifier] = {}
 
 def long_classifier(reactor: Any) -> LongClassifier:
     """
-    The worker of the process (one per reactor).
+    The worker runner of the process (one per reactor).
     """
     found = _classifiers.get(id(reactor))
     if found is None:
         found = _classifiers[id(reactor)] = LongClassifier(reactor)
     return found
+
+
+def main() -> None:
+    """
+    The worker: one request on standard input, its answer on output.
+    """
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), DEEP))
+    text, state, allowed = pickle.load(sys.stdin.buffer)  # noqa: S301 - from the gateway
+    classes = classify(text, state, allowed_functions=allowed)
+    sys.stdout.buffer.write(pickle.dumps(classes, pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    main()
