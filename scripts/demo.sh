@@ -214,7 +214,7 @@ policy:
       credential: app
       session_limit: 8h
       on_token_expiry: close
-  # The demo policy (CONTRACT.md); docs/configuration.md explains each key.
+  # The demo policy; docs/configuration.md explains each key.
   guardrails:
     - name: no-destructive
       subjects: ["*"]
@@ -356,7 +356,7 @@ Just-in-time approval (a DELETE on customers waits for one of $HOOPGATE_APPROVER
   # the approver password is $HOOPGATE_APPROVER_PASSWORD (directory $HOOPGATE_LDAP_URL)
 
 SSH: a 10-minute certificate from the gateway's CA for your key, then stock OpenSSH:
-  ssh-keygen -q -t ed25519 -N '' -f demo/id_demo && $HOOPGATE_SSH_CERT_CMD demo/id_demo.pub
+  [ -f demo/id_demo ] || ssh-keygen -q -t ed25519 -N '' -f demo/id_demo; $HOOPGATE_SSH_CERT_CMD demo/id_demo.pub
   ssh -i demo/id_demo -o CertificateFile=demo/id_demo-cert.pub -o UserKnownHostsFile=demo/ssh_known_hosts -p "$HOOPGATE_SSH_PORT" -l "$HOOPGATE_SSH_USER" "$HOOPGATE_SSH_HOST" 'id -un; hostname'
   ssh -i "$HOOPGATE_SSH_DIRECT_KEY" -o UserKnownHostsFile=demo/run/ssh/known_hosts -p "$HOOPGATE_SSH_DIRECT_PORT" -l "$HOOPGATE_SSH_DIRECT_USER" "$HOOPGATE_SSH_DIRECT_HOST" id -un   # direct
 
