@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.conch.ssh.keys import Key
 
 from hoopgate.plugin import (
@@ -52,14 +52,17 @@ class CertificateSettings:
     Attributes:
         ca_key_file: The CA private key file, or C{""} when this listener
             only verifies certificates another gateway's CA signed.
-        ca_key: That key, loaded.
+        ca_key: That key, loaded (not compared: C{trusted} holds its
+            public half).
         trusted: Blobs of the CA public keys accepted at login: the
             signing key's own, and older ones kept while rotating.
         policy: What issued certificates grant.
     """
 
     ca_key_file: str
-    ca_key: CAKey | None
+    # Loaded keys do not compare equal; the key's public half, in
+    # trusted, tells a changed key.
+    ca_key: CAKey | None = field(eq=False)
     trusted: frozenset[bytes]
     policy: CertificatePolicy
 

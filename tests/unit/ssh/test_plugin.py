@@ -232,6 +232,22 @@ class TestCertificateSettings:
             validity=600.0, permit_pty=True, permit_port_forwarding=True
         )
 
+    def test_read_twice_equal(self, tmp_path: Path) -> None:
+        """
+        The same file read again gives equal settings (a reload sees no
+        listener change); another CA key gives different ones.
+        """
+        ca = _ca_file(tmp_path / "ca")
+        text = self.listener(tmp_path, f"  ca_key: {ca}\n")
+
+        first = plugin.read_listener(_reader(text))
+        again = plugin.read_listener(_reader(text))
+        _ca_file(tmp_path / "ca")
+        rotated = plugin.read_listener(_reader(text))
+
+        assert first == again
+        assert first != rotated
+
     def test_everything(self, tmp_path: Path) -> None:
         """
         Older CA keys stay trusted beside the signing one (rotation).
