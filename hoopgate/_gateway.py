@@ -536,7 +536,9 @@ class Gateway:
         )
         result: Deferred[Session] = Deferred()
         self.reactor.callLater(
-            self.refusal_delay, result.errback, Failure(SessionRefusedError(reason))
+            self.refusal_delay,
+            result.errback,
+            Failure(SessionRefusedError(reason, request.session_id)),
         )
         return result
 

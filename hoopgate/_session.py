@@ -38,11 +38,15 @@ class SessionRefusedError(Exception):
 
     Attributes:
         reason: The deny reason; its C{message} is safe for the client.
+        session_id: The refused session's id, where the refusal is
+            recorded and logged, when it had one: a reference the client
+            may quote to the operator.
     """
 
-    def __init__(self, reason: DenyReason) -> None:
+    def __init__(self, reason: DenyReason, session_id: str = "") -> None:
         super().__init__(reason.code)
         self.reason = reason
+        self.session_id = session_id
 
 
 @frozen

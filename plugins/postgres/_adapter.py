@@ -439,16 +439,18 @@ class ClientConnection(protocol.Protocol):
         self._bytes_out += len(data)
         self.transport.write(data)
 
-    def _fail(self, sqlstate: str, text: str, why: str) -> None:
+    def _fail(self, sqlstate: str, text: str, why: str, reference: str = "") -> None:
         """
         End the connection with a FATAL error; C{why} goes to the log.
+        The detail names the session (C{reference} before there is one)
+        for the operator.
         """
         if self._state == "closed":
             return
         self._log.warn(
             "PostgreSQL client {peer} refused: {why}", peer=self._peer, why=why
         )
-        reference = self.session.id if self.session else ""
+        reference = self.session.id if self.session else reference
         self.send(_errors.fatal(sqlstate, text, reference=reference))
         self._close("error")
 
@@ -574,7 +576,12 @@ class ClientConnection(protocol.Protocol):
         error = failure.value
         if isinstance(error, SessionRefusedError):
             reason = error.reason
-            self._fail(_errors.AUTHORIZATION, reason.message, reason.code)
+            self._fail(
+                _errors.AUTHORIZATION,
+                reason.message,
+                reason.code,
+                reference=error.session_id,
+            )
             return
         self._log.failure("Opening a session failed", failure)
         self._fail(_errors.AUTHORIZATION, "authentication failed", "internal error")

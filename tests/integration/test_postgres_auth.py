@@ -231,6 +231,8 @@ class TestRefusedTokens:
             assert line["detail"]
             assert line["detail"] not in client_text
             assert line["detail"] not in fields["M"] + fields.get("D", "")
+        # The detail names the refused session, for the operator's log.
+        assert fields["D"] == f"hoopgate reference {refusals[1]['session_id']}"
         for word in hidden:
             assert word not in client_text.split("FATAL", 1)[1]
             assert word not in fields["M"] + fields.get("D", "") + fields.get("H", "")
