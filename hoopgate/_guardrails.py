@@ -1242,7 +1242,22 @@ _MESSAGES: Final = {
 }
 
 
-def _message(event: Event) -> str:
+_PROBLEM_SHOWN: Final = 200
+
+
+def _message(event: Event, evaluation: Evaluation | None = None) -> str:
+    """
+    What the client is told.  A statement the gateway could not read
+    (a typo, an encoding it cannot be sure of) says so, with the
+    classifier's words about the client's own text, rather than look like
+    a policy decision; policy details stay in the log and recording.
+    """
+    problems = [p.problem for p in evaluation.parts if p.problem] if evaluation else []
+    if problems:
+        problem = problems[0]
+        if len(problem) > _PROBLEM_SHOWN:
+            problem = problem[: _PROBLEM_SHOWN - 3] + "..."
+        return f"statement could not be classified: {problem}"
     for kind, message in _MESSAGES.items():
         if isinstance(event, kind):
             return message
@@ -1313,7 +1328,7 @@ class GuardrailInterceptor:
         )
         reason = DenyReason(
             code="guardrail.blocked",
-            message=_message(event),
+            message=_message(event, evaluation),
             detail=detail,
             rule=evaluation.deciding_rule,
         )

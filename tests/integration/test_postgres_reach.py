@@ -419,6 +419,27 @@ class TestDeepStatements:
         assert canary(direct) == []
 
 
+class TestClientMessages:
+    def test_typo_says_what_the_gateway_could_not_read(
+        self, reach_gateway: RunningGateway
+    ) -> None:
+        """
+        A statement the parser rejects is refused with the parser's words
+        about the client's own text, not as if policy had denied it.
+        """
+        args = reach_gateway.connect_args(reach_gateway.token())
+        with (
+            psycopg.connect(**args, autocommit=True) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege) as raised,
+        ):
+            conn.execute("selec 1")
+
+        assert raised.value.diag.message_primary == (
+            "hoopgate: statement could not be classified: the parser rejected"
+            ' the text: syntax error at or near "selec" (rule no-destructive)'
+        )
+
+
 class TestTrustedFunctions:
     """
     Functions the target's settings vouch for (C{trusted_functions}).
