@@ -2,8 +2,16 @@
 The gateway's configuration and policy, loaded and validated at start.
 
 One YAML file holds the gateway settings, trusted issuers, listeners,
-targets and policy.  Loading checks every key and names the key and line
-of any mistake; a reload builds a new L{Config} and swaps it in whole.
+targets and policy.  Loading checks every key and names the file, the key
+and the line of any mistake; a reload builds a new L{Config} and swaps it
+in whole.
+
+Tools that read recordings or judge policy without running the gateway
+load it C{offline}: secrets are read only if something reveals them, and
+what only a running gateway uses (the shared store's connection, the
+approval machinery, the admin listener's TLS files, the plugins' own
+listener and target keys) is not read, so a file naming secrets and
+files that are gone (a stopped demo's) still serves them.
 
 test-case-name: tests.unit.test_config
 """
@@ -36,6 +44,7 @@ from hoopgate._policy import (
 )
 from hoopgate._recording import DEFAULT_MAX_TEXT
 from hoopgate._redisstore import RedisSettings, read_redis_settings
+from hoopgate._scope import check_scope_targets
 from hoopgate._secrets import Secret
 
 
@@ -65,7 +74,8 @@ class ListenerConfig:
         tls: Certificate and key for TLS toward clients, if any.
         cleartext_without_tls: Accept bearer tokens on an unencrypted
             connection (loopback development only).
-        settings: The plugin's own settings.
+        settings: The plugin's own settings (C{None} when loaded
+            offline).
     """
 
     name: str
@@ -109,7 +119,8 @@ class TargetConfig:
         tls_mode: C{disable}, C{prefer}, C{require} or C{verify-full}.
         tls_ca: CA file for C{verify-full}.
         credentials: The credential sets by name.
-        settings: The plugin's own settings.
+        settings: The plugin's own settings (C{None} when loaded
+            offline).
     """
 
     name: str
@@ -143,8 +154,10 @@ class GatewaySettings:
         store: C{memory} (one process) or C{redis} (shared).
         plugin_packages: Packages whose C{dropins/} hold plugins.
         dropin_dirs: Extra dropin folders.
-        redis: Where the shared state is, with C{store: redis}.
-        approvals: The directory, notifiers and links of approvals.
+        redis: Where the shared state is, with C{store: redis} (C{None}
+            when loaded offline).
+        approvals: The directory, notifiers and links of approvals
+            (C{None} when loaded offline).
     """
 
     admin_listen: str
@@ -174,6 +187,9 @@ class Config:
         targets: Targets by name.
         policy: Who may do what.
         plugins: The loaded protocol plugins by name.
+        offline: Whether it was loaded for a tool that runs no gateway
+            (see L{load_config}): settings only a running gateway uses
+            are missing, and secrets are read when revealed.
     """
 
     source: str
@@ -183,17 +199,19 @@ class Config:
     targets: Mapping[str, TargetConfig]
     policy: Policy
     plugins: Mapping[str, IProtocolPlugin] = field(factory=dict)
+    offline: bool = False
 
 
-def _read_gateway(reader: ConfigReader) -> GatewaySettings:
+def _read_gateway(reader: ConfigReader, offline: bool) -> GatewaySettings:
     admin = reader.section("admin")
     recordings = reader.section("recordings")
     store = reader.section("store")
     plugins = reader.section("plugins")
+    kind = store.choice("kind", ("memory", "redis"), "memory")
     settings = GatewaySettings(
         admin_listen=admin.string("listen", "tcp:8091:interface=127.0.0.1"),
         admin_token=admin.secret("token") if admin.has("token") else None,
-        admin_tls=_read_tls_files(admin) if admin.has("tls") else None,
+        admin_tls=_read_tls_files(admin, offline) if admin.has("tls") else None,
         admin_allowed_hosts=_read_host_names(admin, "allowed_hosts"),
         recordings=recordings.string("directory", "var/recordings"),
         on_recording_failure=recordings.choice(
@@ -202,20 +220,30 @@ def _read_gateway(reader: ConfigReader) -> GatewaySettings:
         recording_max_text=recordings.integer(
             "max_text", DEFAULT_MAX_TEXT, low=256, high=1 << 30
         ),
-        store=store.choice("kind", ("memory", "redis"), "memory"),
-        redis=read_redis_settings(store)
-        if store.raw("kind", "memory") == "redis"
-        else None,
-        approvals=read_approval_settings(reader.section("approvals"))
-        if reader.has("approvals")
-        else None,
+        store=kind,
+        redis=read_redis_settings(store) if kind == "redis" and not offline else None,
+        approvals=_read_approvals(reader, offline),
         plugin_packages=plugins.strings("packages", DEFAULT_PLUGIN_PACKAGES),
         dropin_dirs=plugins.strings("dropin_dirs", ()),
     )
-    for section in (admin, recordings, store, plugins):
+    # Offline, the store's connection keys are left unread.
+    checked = (
+        (admin, recordings, plugins) if offline else (admin, recordings, store, plugins)
+    )
+    for section in checked:
         section.done()
     reader.done()
     return settings
+
+
+def _read_approvals(reader: ConfigReader, offline: bool) -> ApprovalSettings | None:
+    if offline:
+        # Known, not read: the directory, notifiers and links.
+        reader.raw("approvals", None)
+        return None
+    if not reader.has("approvals"):
+        return None
+    return read_approval_settings(reader.section("approvals"))
 
 
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[?[0-9a-f:.]+\]?")
@@ -229,10 +257,10 @@ def _read_host_names(reader: ConfigReader, key: str) -> tuple[str, ...]:
     return tuple(n.strip("[]") for n in names)
 
 
-def _read_tls_files(reader: ConfigReader) -> TLSFiles:
+def _read_tls_files(reader: ConfigReader, offline: bool) -> TLSFiles:
     section = reader.section("tls")
     files = TLSFiles(section.string("certificate"), section.string("key"))
-    for key in ("certificate", "key"):
+    for key in () if offline else ("certificate", "key"):
         if not Path(section.string(key)).is_file():
             raise section.error(key, f"{section.string(key)} is not a readable file")
     section.done()
@@ -279,7 +307,7 @@ def _plugin(
 
 
 def _read_listener(
-    reader: ConfigReader, plugins: Mapping[str, IProtocolPlugin]
+    reader: ConfigReader, plugins: Mapping[str, IProtocolPlugin], offline: bool
 ) -> ListenerConfig:
     plugin = _plugin(reader, plugins)
     tls = None
@@ -294,7 +322,7 @@ def _read_listener(
         listen=reader.string("listen"),
         tls=tls,
         cleartext_without_tls=reader.boolean("cleartext_without_tls", False),
-        settings=plugin.read_listener(reader),
+        settings=None if offline else plugin.read_listener(reader),
     )
     if listener.cleartext_without_tls and not _is_loopback(listener.listen):
         raise reader.error(
@@ -302,7 +330,9 @@ def _read_listener(
             "is allowed only on a listener bound to a loopback interface "
             "(tcp:PORT:interface=127.0.0.1)",
         )
-    reader.done()
+    if not offline:
+        # Offline, the plugin's keys are left unread.
+        reader.done()
     return listener
 
 
@@ -328,7 +358,7 @@ def _read_credential(reader: ConfigReader) -> Credential:
 
 
 def _read_target(
-    reader: ConfigReader, plugins: Mapping[str, IProtocolPlugin]
+    reader: ConfigReader, plugins: Mapping[str, IProtocolPlugin], offline: bool
 ) -> TargetConfig:
     plugin = _plugin(reader, plugins)
     tls = reader.section("tls")
@@ -348,12 +378,14 @@ def _read_target(
         ),
         tls_ca=tls.raw("ca", None),
         credentials=credentials,
-        settings=plugin.read_target(reader),
+        settings=None if offline else plugin.read_target(reader),
     )
     if target.tls_mode == "verify-full" and not target.tls_ca:
         raise tls.error("ca", "is required with mode verify-full")
     tls.done()
-    reader.done()
+    if not offline:
+        # Offline, the plugin's keys are left unread.
+        reader.done()
     return target
 
 
@@ -395,6 +427,8 @@ def parse_config(
     text: str,
     source: str = "<config>",
     plugins: Mapping[str, IProtocolPlugin] | None = None,
+    *,
+    offline: bool = False,
 ) -> Config:
     """
     Validate a configuration text.
@@ -404,12 +438,14 @@ def parse_config(
         source: Its file name, for messages.
         plugins: Protocol plugins to use; discovered from the configured
             packages when not given.
+        offline: Read it for a tool that runs no gateway (see
+            L{load_config}).
 
     Raises:
         ConfigError: Anything is wrong; the message names key and line.
     """
-    top = load_yaml(text, source)
-    gateway = _read_gateway(top.section("gateway"))
+    top = load_yaml(text, source, lazy_secrets=offline)
+    gateway = _read_gateway(top.section("gateway"), offline)
     if plugins is None:
         plugins = _load_plugins(gateway)
 
@@ -417,16 +453,19 @@ def parse_config(
     issuers = tuple(_read_issuer(r) for r in identity.sections("issuers"))
     identity.done()
 
-    listeners = [_read_listener(r, plugins) for r in top.sections("listeners")]
+    listeners = [_read_listener(r, plugins, offline) for r in top.sections("listeners")]
     _unique(listeners, "listener", top, "listeners")
-    target_list = [_read_target(r, plugins) for r in top.sections("targets")]
+    target_list = [_read_target(r, plugins, offline) for r in top.sections("targets")]
     _unique(target_list, "target", top, "targets")
     targets = {t.name: t for t in target_list}
 
     policy = read_policy(top.section("policy", required=True))
     _check_access(top, policy.access, targets)
     check_targets(policy.guardrails, targets)
-    check_approvals(policy.approvals, targets, gateway.approvals, gateway.store)
+    if offline:
+        check_scope_targets(policy.approvals, targets, "approval rule")
+    else:
+        check_approvals(policy.approvals, targets, gateway.approvals, gateway.store)
     check_mask_targets(policy.masking.rules, targets)
     check_recording_targets(policy.recording, targets)
     top.done()
@@ -439,21 +478,41 @@ def parse_config(
         targets=targets,
         policy=policy,
         plugins=dict(plugins),
+        offline=offline,
     )
 
 
 def load_config(
-    path: str, plugins: Mapping[str, IProtocolPlugin] | None = None
+    path: str,
+    plugins: Mapping[str, IProtocolPlugin] | None = None,
+    *,
+    offline: bool = False,
 ) -> Config:
     """
     Read and validate the configuration file at C{path}.
 
+    Args:
+        path: The file.
+        plugins: Protocol plugins to use; discovered from the configured
+            packages when not given.
+        offline: Read it for a tool that reads recordings or judges
+            policy and runs no gateway: secrets are read only when
+            revealed (a target's credentials never are); the store's
+            connection, C{gateway.approvals}, the admin listener's TLS
+            files and the plugins' own listener and target keys are not
+            read (their settings are C{None}).  Everything else is
+            checked as for the gateway.
+
     Raises:
-        ConfigError: The file cannot be read or is not valid.
+        ConfigError: The file cannot be read or is not valid; the message
+            names the file first.
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror}") from None
+        raise ConfigError(f"{path}: {e.strerror}", path) from None
 
-    return parse_config(text, path, plugins)
+    try:
+        return parse_config(text, path, plugins, offline=offline)
+    except ConfigError as e:
+        raise e.in_file(path) from None

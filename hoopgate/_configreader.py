@@ -2,8 +2,13 @@
 Reading YAML with line numbers, and validating it key by key.
 
 Every error names the key path and the line it is on, so an operator can
-go straight to the mistake.  Plugins read their own keys with the same
-L{ConfigReader}, so their errors look the same.
+go straight to the mistake; an unknown key's error lists the keys known
+at its place.  Plugins read their own keys with the same L{ConfigReader},
+so their errors look the same.
+
+A reader may defer secrets (C{lazy_secrets}): for tools that read the
+configuration without running the gateway, a secret's source is then
+read only when something reveals it.
 
 test-case-name: tests.unit.test_config
 """
@@ -11,10 +16,11 @@ test-case-name: tests.unit.test_config
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
+from attrs import field, frozen
 
 from hoopgate._secrets import (
     Secret,
@@ -28,7 +34,27 @@ from hoopgate._secrets import (
 class ConfigError(Exception):
     """
     The configuration is not valid.  The message names key and line.
+
+    Args:
+        message: What is wrong, and where.
+        source: The file the message already names, if it names one.
+
+    Attributes:
+        source: The file the message names, or C{""}.
     """
+
+    def __init__(self, message: str, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
+
+    def in_file(self, source: str) -> ConfigError:
+        """
+        This error naming the file C{source} first, unless it names a
+        file already.
+        """
+        if self.source:
+            return self
+        return ConfigError(f"{source}: {self}", source)
 
 
 class _Map(dict[str, Any]):
@@ -91,9 +117,15 @@ _LineLoader.add_constructor(
 )
 
 
-def load_yaml(text: str, source: str) -> ConfigReader:
+def load_yaml(text: str, source: str, *, lazy_secrets: bool = False) -> ConfigReader:
     """
     Parse YAML text into a reader for its top-level mapping.
+
+    Args:
+        text: The YAML.
+        source: Its file name, for messages.
+        lazy_secrets: Read secrets only when revealed (see
+            L{ConfigReader}).
 
     Raises:
         ConfigError: The text is not YAML, or its top is not a mapping.
@@ -102,14 +134,14 @@ def load_yaml(text: str, source: str) -> ConfigReader:
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - safe loader
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else 0
-        raise ConfigError(f"{source} (line {line}): {e.problem}") from None
+        raise ConfigError(f"{source} (line {line}): {e.problem}", source) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{source}: {e}", source) from None
 
     if not isinstance(data, _Map):
-        raise ConfigError(f"{source}: the top level must be a mapping")
+        raise ConfigError(f"{source}: the top level must be a mapping", source)
 
-    return ConfigReader(data, "", 1)
+    return ConfigReader(data, "", 1, lazy_secrets=lazy_secrets)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -129,13 +161,23 @@ class ConfigReader:
         data: The mapping.
         path: Its dotted key path (C{""} for the top).
         line: The line it starts on.
+        lazy_secrets: Whether L{secret} checks only the form of a secret
+            and leaves reading its source (a file, a variable) to the
+            first L{Secret.reveal}, for tools that use none; nested
+            readers inherit it.
     """
 
-    def __init__(self, data: dict[str, Any], path: str, line: int) -> None:
+    def __init__(
+        self, data: dict[str, Any], path: str, line: int, *, lazy_secrets: bool = False
+    ) -> None:
         self._data = data
         self.path = path
         self.line = line
+        self.lazy_secrets = lazy_secrets
         self._seen: set[str] = set()
+        # Keys asked about, present or not: the known keys an unknown
+        # key's error lists.
+        self._asked: set[str] = set()
 
     def _key_path(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -159,6 +201,7 @@ class ConfigReader:
         """
         Whether C{key} is present.
         """
+        self._asked.add(key)
         return key in self._data
 
     def raw(self, key: str, default: Any = _MISSING) -> Any:
@@ -166,6 +209,7 @@ class ConfigReader:
         The value of C{key} as parsed, or C{default}.
         """
         self._seen.add(key)
+        self._asked.add(key)
         if key in self._data:
             return self._data[key]
         if default is _MISSING:
@@ -255,12 +299,31 @@ class ConfigReader:
         value = self.raw(key, default)
         if isinstance(value, Secret):
             return value
+        if self.lazy_secrets:
+            return self._lazy_secret(key, value)
         try:
             return _read_secret(value)
         except SecretUnavailableError as e:
             raise self.error(key, str(e)) from None
         except ValueError:
             raise self.error(key, "must be text, {env: NAME} or {file: PATH}") from None
+
+    def _lazy_secret(self, key: str, value: Any) -> Secret:
+        try:
+            source = _secret_source(value)
+        except ValueError:
+            raise self.error(key, "must be text, {env: NAME} or {file: PATH}") from None
+
+        def read() -> Secret:
+            try:
+                return _read_secret(value)
+            except SecretUnavailableError as e:
+                raise self.error(key, str(e)) from None
+
+        return LazySecret(source, value="", read=read)
+
+    def _nested(self, data: dict[str, Any], path: str, line: int) -> ConfigReader:
+        return ConfigReader(data, path, line, lazy_secrets=self.lazy_secrets)
 
     def section(self, key: str, required: bool = False) -> ConfigReader:
         """
@@ -270,10 +333,10 @@ class ConfigReader:
         if value is None:
             empty = _Map()
             empty.line, empty.key_lines = self.line_of(key), {}
-            return ConfigReader(empty, self._key_path(key), self.line_of(key))
+            return self._nested(empty, self._key_path(key), self.line_of(key))
         if not isinstance(value, dict):
             raise self.error(key, "must be a mapping")
-        return ConfigReader(value, self._key_path(key), getattr(value, "line", 0))
+        return self._nested(value, self._key_path(key), getattr(value, "line", 0))
 
     def sections(self, key: str) -> Iterator[ConfigReader]:
         """
@@ -289,15 +352,51 @@ class ConfigReader:
             path = f"{self._key_path(key)}[{index}]"
             if not isinstance(item, dict):
                 raise ConfigError(f"{path} (line {lines[index]}): must be a mapping")
-            yield ConfigReader(item, path, lines[index])
+            yield self._nested(item, path, lines[index])
 
     def done(self) -> None:
         """
-        Refuse keys that nobody read.
+        Refuse keys that nobody read, listing the keys known here.
         """
         unknown = sorted(set(self._data) - self._seen)
         if unknown:
-            raise self.error(unknown[0], "is not a known key")
+            known = ", ".join(sorted(self._asked)) or "none"
+            raise self.error(unknown[0], f"is not a known key (known: {known})")
+
+
+@frozen
+class LazySecret(Secret):
+    """
+    A secret whose source is read each time it is revealed, never when
+    the configuration is.
+    """
+
+    _read: Callable[[], Secret] = field(repr=False, eq=False, alias="read")
+
+    def reveal(self) -> str:
+        """
+        Read the source and return the secret value.
+
+        Raises:
+            ConfigError: The source cannot be read; naming key and line.
+        """
+        return self._read().reveal()
+
+
+def _secret_source(value: Any) -> str:
+    """
+    Where a secret written as C{value} comes from, without reading it.
+
+    Raises:
+        ValueError: C{value} is not a secret's form.
+    """
+    if isinstance(value, str):
+        return "inline"
+    if isinstance(value, dict) and len(value) == 1:
+        ((kind, where),) = value.items()
+        if kind in ("env", "file") and isinstance(where, str):
+            return f"{kind}:{where}"
+    raise ValueError(value)
 
 
 def _read_secret(value: Any) -> Secret:

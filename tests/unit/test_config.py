@@ -342,7 +342,10 @@ class ErrorTests(SynchronousTestCase):
         """
         text = "gatway: {}\n" + BASE
 
-        assert refusal(text) == "gatway (line 1): is not a known key"
+        assert refusal(text) == (
+            "gatway (line 1): is not a known key (known: gateway, identity, "
+            "listeners, policy, targets)"
+        )
 
     def test_unknown_nested_key(self) -> None:
         """
@@ -352,7 +355,7 @@ class ErrorTests(SynchronousTestCase):
 
         assert refusal(text) == (
             f"gateway.recordings.on_fail (line {line(text, 'on_fail:')}): "
-            "is not a known key"
+            "is not a known key (known: directory, max_text, on_failure)"
         )
 
     def test_unknown_credential_key(self) -> None:
@@ -367,7 +370,7 @@ class ErrorTests(SynchronousTestCase):
 
         assert message == (
             f"targets[0].credentials[0].pasword (line {line(text, 'pasword')}): "
-            "is not a known key"
+            "is not a known key (known: name, password, private_key, user)"
         )
 
     def test_unknown_plugin_key(self) -> None:
@@ -377,7 +380,8 @@ class ErrorTests(SynchronousTestCase):
         text = edit("    flavour: fancy\n", "    flavor: fancy\n")
 
         assert refusal(text) == (
-            f"listeners[0].flavor (line {line(text, 'flavor:')}): is not a known key"
+            f"listeners[0].flavor (line {line(text, 'flavor:')}): is not a known key "
+            "(known: cleartext_without_tls, flavour, listen, name, protocol, tls)"
         )
 
     def test_plugin_error(self) -> None:

@@ -326,7 +326,12 @@ class ReadGuardrailTests(SynchronousTestCase):
             """
         )
 
-        assert message == "guardrails[0].deny.command (line 5): is not a known key"
+        assert message == (
+            "guardrails[0].deny.command (line 5): is not a known key (known: "
+            "command_lines, command_patterns, commands, destinations, effects, "
+            "file_operations, file_paths, methods, paths, reads, requests, shapes, "
+            "shell, writes)"
+        )
 
     def test_unknown_rule_key(self) -> None:
         """
@@ -341,7 +346,10 @@ class ReadGuardrailTests(SynchronousTestCase):
             """
         )
 
-        assert message == "guardrails[0].subject (line 4): is not a known key"
+        assert message == (
+            "guardrails[0].subject (line 4): is not a known key (known: allow_only, "
+            "deny, groups, mode, name, subjects, targets)"
+        )
 
     def test_needs_conditions(self) -> None:
         """

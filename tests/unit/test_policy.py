@@ -321,7 +321,11 @@ class ReadPolicyTests(SynchronousTestCase):
                 "    credential: ro\n"
             )
 
-        assert str(raised.value) == "access[0].target (line 4): is not a known key"
+        assert str(raised.value) == (
+            "access[0].target (line 4): is not a known key (known: credential, "
+            "effect, groups, logins, name, on_token_expiry, session_limit, "
+            "subjects, targets)"
+        )
 
     def test_version(self) -> None:
         """
