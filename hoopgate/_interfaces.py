@@ -125,18 +125,22 @@ class IStatementClassifier(Interface):
     that has no parts.
     """
 
-    def classify(text: str) -> tuple[StatementPart, ...]:
+    def classify(text: str, user: str | None = None) -> tuple[StatementPart, ...]:
         """
         Classify what a client may send as one query string.
 
         Args:
             text: The query string.
+            user: The account a session would log in to the target as
+                (the user of the credential set the access rule picks),
+                for what depends on it (PostgreSQL's C{"$user"} in the
+                search path); C{None}: no account.
 
         Returns:
             One L{hoopgate.plugin.StatementPart} per statement it holds,
             in order, judged with a new session's defaults (search path,
-            string and encoding settings), exactly as the plugin fills
-            C{StatementReceived.parts}.
+            string and encoding settings) for C{user}, exactly as the
+            plugin fills C{StatementReceived.parts}.
         """
 
 

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import ssl
 import sys
 import time
@@ -45,15 +46,21 @@ from hoopgate._approvals import (
 from hoopgate._chain import Context
 from hoopgate._config import Config, TargetConfig, TLSFiles, load_config
 from hoopgate._configreader import ConfigError
-from hoopgate._events import Event, StatementPart, StatementReceived
+from hoopgate._events import (
+    CommandReceived,
+    Event,
+    StatementPart,
+    StatementReceived,
+)
 from hoopgate._guardrails import Evaluation, RuleHit, evaluate, statement_parts
 from hoopgate._identity import Identity
-from hoopgate._interfaces import IProtocolPlugin
+from hoopgate._interfaces import IProtocolPlugin, IStatementClassifier
 from hoopgate._masking import Strategy
 from hoopgate._maskinterceptor import MaskingInterceptor
 from hoopgate._maskrules import MaskRule, SessionMasking
 from hoopgate._policy import AccessDecision
 from hoopgate._recording import read_recording
+from hoopgate._sessionview import describe, header, summary
 from hoopgate._verdicts import ALLOW, Deny, Hold, Verdict
 
 DEFAULT_CONFIG = os.environ.get("HOOPGATE_CONFIG", "etc/hoopgate.yaml")
@@ -109,37 +116,22 @@ def _complain(line: object) -> None:
     print(visible(line), file=sys.stderr)
 
 
-def _summary(path: Path) -> dict[str, Any]:
-    lines = read_recording(path)
-    first = next((x for x in lines if x.get("event") == "session.opened"), None)
-    refused = next((x for x in lines if x.get("event") == "session.refused"), None)
-    closed = next((x for x in lines if x.get("event") == "session.closed"), None)
-    head = first or refused or (lines[0] if lines else {})
-    identity = head.get("identity") or {}
-    return {
-        "session_id": path.stem,
-        "subject": identity.get("subject") or head.get("subject"),
-        "target": head.get("target"),
-        "protocol": head.get("protocol"),
-        "state": "refused" if refused else ("closed" if closed else "open"),
-        "statements": sum(1 for x in lines if x.get("event") == "statement"),
-        "started": head.get("at"),
-    }
-
-
 def _sessions_list(config: Config, args: argparse.Namespace) -> int:
     folder = Path(config.gateway.recordings)
     paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
-    rows = [_summary(p) for p in paths[-args.limit :]]
+    rows = [summary(p.stem, read_recording(p)) for p in paths[-args.limit :]]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    _say(f"{'SESSION':<32} {'STATE':<8} {'SUBJECT':<20} {'TARGET':<14} STATEMENTS")
+    _say(
+        f"{'SESSION':<32} {'STATE':<8} {'SUBJECT':<20} {'TARGET':<14} "
+        f"{'STATEMENTS':<10} COMMANDS"
+    )
     for row in rows:
         subject, target = visible(row["subject"] or "-"), visible(row["target"] or "-")
         _say(
             f"{row['session_id']:<32} {row['state']:<8} {subject:<20} "
-            f"{target:<14} {row['statements']}"
+            f"{target:<14} {row['statements']:<10} {row['commands']}"
         )
     return 0
 
@@ -149,39 +141,16 @@ def _sessions_show(config: Config, args: argparse.Namespace) -> int:
     if "/" in args.session_id or not path.is_file():
         _complain(f"no recording for session {args.session_id}")
         return 1
-    for line in read_recording(path):
-        if args.json:
+    lines = read_recording(path)
+    if args.json:
+        for line in lines:
             print(json.dumps(line))
-        else:
-            _say(_describe(line))
+        return 0
+    for text in header(args.session_id, lines):
+        _say(text)
+    for line in lines:
+        _say(describe(line))
     return 0
-
-
-def _describe(line: dict[str, Any]) -> str:
-    event = line.get("event", "?")
-    verdict = line.get("verdict", "")
-    detail = _detail(event, line)
-    return f"{line.get('seq', ''):>5} {event:<20} {verdict:<6} {detail}"
-
-
-def _detail(event: str, line: dict[str, Any]) -> str:
-    if event == "session.opened":
-        return (
-            f"{line['identity']['subject']} -> {line['target']} "
-            f"as {line['upstream_user']}"
-        )
-    if event == "session.refused":
-        return f"{line['reason']}: {line['detail']}"
-    if event == "statement":
-        return str(line["text"])
-    if event == "statement.completed":
-        return (
-            f"{line['status']} {line['command_tag']} "
-            f"rows={line['rows']} {line['error_code']}"
-        ).rstrip()
-    if event == "session.closed":
-        return str(line["reason"])
-    return ""
 
 
 def _sessions_terminate(config: Config, args: argparse.Namespace) -> int:
@@ -218,18 +187,90 @@ def _check(config: Config, args: argparse.Namespace) -> int:
 
 Classify = Callable[[str], tuple[StatementPart, ...]]
 
+#: Protocols whose plugin turns what a client asks to run into a command
+#: line (L{CommandReceived}) rather than a statement: the SSH plugin
+#: judges an exec request by its command line.
+_COMMAND_LINE_PROTOCOLS: Final = frozenset({"ssh"})
 
-def _classifier(plugin: IProtocolPlugin | None) -> Classify:
-    # The plugin's own classifier (IStatementClassifier), so the test
-    # judges text as the gateway does; without one, statements carry no
-    # parts and count as one part of effect unknown, as in the gateway.
-    classify = getattr(plugin, "classify", None)
-    if not callable(classify):
+
+@frozen
+class _Judging:
+    """
+    How C{policy test} turns each text into the event the target's
+    plugin would make of it, so that it is judged as in the gateway.
+
+    Attributes:
+        event: The event's name in recordings and policy: C{statement}
+            (L{StatementReceived}) or C{command} (L{CommandReceived}).
+        plugin: The name of the target's plugin.
+        classifier: Whether the plugin classifies statements
+            (L{IStatementClassifier}).
+        user: The account a session would use on the target (the user
+            of the credential set the access rule picks), as the
+            classifier resolves names for it; C{None} without access.
+    """
+
+    event: str
+    plugin: str
+    classifier: bool
+    user: str | None
+
+    def describe(self) -> str:
+        """
+        One line saying what the texts were judged as.
+        """
+        if self.event == "command":
+            return (
+                "judged as: command events (each text one command line, as the "
+                f"{self.plugin} plugin judges an exec request)"
+            )
+        line = "judged as: statement events (each text one query string)"
+        if not self.classifier:
+            return (
+                f"{line}; the {self.plugin} plugin classifies no statements, so "
+                "each text counts as one statement of effect unknown"
+            )
+        line += f", classified by the {self.plugin} plugin"
+        return line + (f" for a session of user {self.user}" if self.user else "")
+
+    def record(self) -> dict[str, Any]:
+        """
+        The same for C{--json}.
+        """
+        return {
+            "event": self.event,
+            "plugin": self.plugin,
+            "classified": self.classifier,
+            "user": self.user,
+        }
+
+
+def _judging(
+    plugin: IProtocolPlugin | None, target: TargetConfig, access: AccessDecision
+) -> _Judging:
+    classifier = plugin is not None and IStatementClassifier.providedBy(plugin)
+    commands = not classifier and target.protocol in _COMMAND_LINE_PROTOCOLS
+    credential = target.credentials.get(access.rule.credential) if access.rule else None
+    return _Judging(
+        event="command" if commands else "statement",
+        plugin=target.protocol,
+        classifier=classifier,
+        user=credential.user if credential else None,
+    )
+
+
+def _classifier(plugin: IProtocolPlugin | None, judging: _Judging) -> Classify:
+    # The plugin's own classifier, so the test judges text as the
+    # gateway does, for the session's user; without one, statements
+    # carry no parts and count as one part of effect unknown, as in the
+    # gateway.
+    if plugin is None or not judging.classifier:
         return lambda text: ()
+    classify = cast(IStatementClassifier, plugin).classify
 
     def guarded(text: str) -> tuple[StatementPart, ...]:
         try:
-            return tuple(classify(text))
+            return tuple(classify(text, user=judging.user))
         except Exception as e:
             # Whatever went wrong, the text counts as unclassifiable.
             problem = f"the classifier failed: {type(e).__name__}: {e}"
@@ -238,6 +279,29 @@ def _classifier(plugin: IProtocolPlugin | None) -> Classify:
             )
 
     return guarded
+
+
+def _event(
+    judging: _Judging, classify: Classify, number: int, text: str
+) -> StatementReceived | CommandReceived:
+    """
+    The event the target's plugin would make of C{text}.
+    """
+    if judging.event == "command":
+        return CommandReceived(
+            session_id="policy-test",
+            protocol=judging.plugin,
+            command_id=f"policy-test.{number}",
+            command=text,
+        )
+    return StatementReceived(
+        session_id="policy-test",
+        protocol=judging.plugin,
+        statement_id=f"policy-test.{number}",
+        text=text,
+        parts=classify(text),
+        classified=judging.classifier,
+    )
 
 
 def _access_record(
@@ -265,7 +329,9 @@ def _hits(hits: tuple[RuleHit, ...]) -> list[dict[str, Any]]:
 
 
 def _test_record(
-    text: str, evaluation: Evaluation, access: dict[str, Any]
+    event: StatementReceived | CommandReceived,
+    evaluation: Evaluation,
+    access: dict[str, Any],
 ) -> dict[str, Any]:
     denied = evaluation.denied or not access["allowed"]
     if not access["allowed"]:
@@ -274,27 +340,37 @@ def _test_record(
         decided_by, rule = "guardrails", evaluation.deciding_rule
     else:
         decided_by, rule = None, None
-    return {
-        "statement": text,
-        "verdict": "deny" if denied else "allow",
-        "decided_by": decided_by,
-        "rule": rule,
-        "blocked": _hits(evaluation.blocked),
-        "dry_run": _hits(evaluation.dry_run),
-        "rules_applied": list(evaluation.applied),
-        "parts": [
-            {
-                "text": p.text,
-                "command": p.command,
-                "effect": p.effect,
-                "reads": list(p.reads),
-                "writes": list(p.writes),
-                "shapes": list(p.shapes),
-                "problem": p.problem,
-            }
-            for p in evaluation.parts
-        ],
-    }
+    record: dict[str, Any] = {"event": event.name}
+    if isinstance(event, CommandReceived):
+        record["command"] = event.command
+    else:
+        record["statement"] = event.text
+    record.update(
+        verdict="deny" if denied else "allow",
+        decided_by=decided_by,
+        rule=rule,
+        blocked=_hits(evaluation.blocked),
+        dry_run=_hits(evaluation.dry_run),
+        rules_applied=list(evaluation.applied),
+    )
+    if isinstance(event, StatementReceived):
+        record["parts"] = _parts(evaluation.parts)
+    return record
+
+
+def _parts(parts: tuple[StatementPart, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "text": p.text,
+            "command": p.command,
+            "effect": p.effect,
+            "reads": list(p.reads),
+            "writes": list(p.writes),
+            "shapes": list(p.shapes),
+            "problem": p.problem,
+        }
+        for p in parts
+    ]
 
 
 # What masking and approval would do with a statement.
@@ -393,12 +469,12 @@ def _masking_record(
 
 
 def _approval_record(
-    config: Config, context: Context, event: StatementReceived
+    config: Config, context: Context, event: StatementReceived | CommandReceived
 ) -> dict[str, Any] | None:
     """
-    Which approval rule would hold the statement (or ask for a grant),
-    judged by the real approval stage; C{None} when no statement rule
-    applies to the identity on the target.
+    Which approval rule would hold the statement or command (or ask for
+    a grant), judged by the real approval stage; C{None} when no rule
+    about statements or commands applies to the identity on the target.
     """
     rules = tuple(
         r
@@ -442,14 +518,15 @@ def _judge(
     target: TargetConfig,
     identity: Identity,
     access: dict[str, Any],
-    event: StatementReceived,
+    event: StatementReceived | CommandReceived,
 ) -> dict[str, Any]:
     """
-    One statement's record: access, then guardrails, masking and
-    approval, in the gateway's order.
+    One text's record: access, then guardrails, masking (statements
+    only: masking judges no command line) and approval, in the
+    gateway's order.
     """
     evaluation = evaluate(config.policy.guardrails, identity, target.name, event)
-    record = _test_record(event.text, evaluation, access)
+    record = _test_record(event, evaluation, access)
     context = Context(
         session_id="policy-test",
         protocol=target.protocol,
@@ -457,7 +534,9 @@ def _judge(
         identity=identity,
         policy=config.policy,
     )
-    masking = _masking_record(config, context, event)
+    masking = None
+    if isinstance(event, StatementReceived):
+        masking = _masking_record(config, context, event)
     record["masking"] = masking
     record["approval"] = _approval_record(config, context, event)
     if record["verdict"] == "allow" and masking and masking["refused"]:
@@ -466,27 +545,20 @@ def _judge(
     return record
 
 
-def _test_statements(
+def _test_texts(
     config: Config,
     target: TargetConfig,
     identity: Identity,
     access: dict[str, Any],
     texts: list[str],
+    *,
+    judging: _Judging,
 ) -> list[dict[str, Any]]:
-    plugin = config.plugins.get(target.protocol)
-    classify = _classifier(plugin)
-    records = []
-    for number, text in enumerate(texts, 1):
-        event = StatementReceived(
-            session_id="policy-test",
-            protocol=target.protocol,
-            statement_id=f"policy-test.{number}",
-            text=text,
-            parts=classify(text),
-            classified=callable(getattr(plugin, "classify", None)),
-        )
-        records.append(_judge(config, target, identity, access, event))
-    return records
+    classify = _classifier(config.plugins.get(target.protocol), judging)
+    return [
+        _judge(config, target, identity, access, _event(judging, classify, n, text))
+        for n, text in enumerate(texts, 1)
+    ]
 
 
 def _describe_part(number: int, part: dict[str, Any], several: bool) -> str:
@@ -575,7 +647,8 @@ def _approval_line(record: dict[str, Any]) -> str:
 
 
 def _print_test(number: int, record: dict[str, Any]) -> None:
-    _say(f"statement {number}: {record['statement']}")
+    kind = record["event"]
+    _say(f"{kind} {number}: {record[kind]}")
     _say(f"  verdict: {_verdict_line(record)}")
     for hit in record["blocked"]:
         _say(f"  blocked by {hit['rule']}: {', '.join(hit['reasons'])}")
@@ -586,6 +659,8 @@ def _print_test(number: int, record: dict[str, Any]) -> None:
             _say(line)
     if record["approval"] is not None:
         _say(_approval_line(record))
+    if kind != "statement":
+        return
     parts = record["parts"]
     if not parts:
         _say("  no statement to run")
@@ -606,21 +681,24 @@ def _policy_test(config: Config, args: argparse.Namespace) -> int:
         subject=args.subject, issuer="hoopgate policy test", groups=tuple(args.group)
     )
     decision = config.policy.authorize(identity, target.name)
-    summary = _access_record(identity, target.name, decision)
+    access = _access_record(identity, target.name, decision)
     gate = session_rule(config.policy.approvals, identity, target.name)
     if gate is not None:
-        summary["approval"] = gate.name
-    records = _test_statements(config, target, identity, summary, texts)
+        access["approval"] = gate.name
+    judging = _judging(config.plugins.get(target.protocol), target, decision)
+    records = _test_texts(config, target, identity, access, texts, judging=judging)
 
     if args.json:
-        print(json.dumps({"access": summary, "results": records}, indent=2))
+        result = {"access": access, "judged_as": judging.record(), "results": records}
+        print(json.dumps(result, indent=2))
     else:
-        _say(f"access: {summary['summary']}")
+        _say(f"access: {access['summary']}")
         if gate is not None:
             _say(
                 f"access: sessions need approved access first (approval rule "
                 f"{gate.name}): hoopgate approvals request {target.name} --for ..."
             )
+        _say(judging.describe())
         for number, record in enumerate(records, 1):
             _print_test(number, record)
     return _expected(args.expect, records)
@@ -629,9 +707,9 @@ def _policy_test(config: Config, args: argparse.Namespace) -> int:
 def _expected(expect: str | None, records: list[dict[str, Any]]) -> int:
     if expect is None:
         return 0
-    wrong = [n for n, r in enumerate(records, 1) if r["outcome"] != expect]
-    for number in wrong:
-        _complain(f"statement {number}: expected {expect}")
+    wrong = [(n, r) for n, r in enumerate(records, 1) if r["outcome"] != expect]
+    for number, record in wrong:
+        _complain(f"{record['event']} {number}: expected {expect}")
     return 1 if wrong else 0
 
 
@@ -640,13 +718,17 @@ def _policy_parser(commands: Any) -> None:
     which = policy.add_subparsers(dest="which", required=True)
     test = which.add_parser(
         "test",
-        help="show the verdict and deciding rule for statements",
+        help="show the verdict and deciding rule for statements or commands",
         description=(
-            "Judge statements for an identity on a target as the gateway "
-            "would, with the target protocol's own classifier: access, "
+            "Judge texts for an identity on a target as the gateway would: "
+            "as the events the target's plugin makes of what clients send "
+            "(statements, classified by the plugin's own classifier for the "
+            "session's user; command lines on an SSH target): access, "
             "guardrails, masking (what would be masked or refused) and "
-            "approval (which rule would hold it). Statements come from the "
-            "arguments, or from standard input, one per line."
+            "approval (which rule would hold it). Texts come from the "
+            "arguments, or from standard input, one per line. The "
+            "configuration is read without the secrets and files only a "
+            "running gateway uses."
         ),
     )
     test.add_argument("--subject", required=True)
@@ -656,11 +738,11 @@ def _policy_parser(commands: Any) -> None:
     test.add_argument(
         "--expect",
         choices=("allow", "deny", "approval"),
-        help="exit 1 unless every statement gets this outcome (approval: an "
+        help="exit 1 unless every text gets this outcome (approval: an "
         "approval rule would hold it or ask for a grant)",
     )
-    test.add_argument("statements", nargs="*", metavar="STATEMENT")
-    test.set_defaults(run=_policy_test)
+    test.add_argument("statements", nargs="*", metavar="TEXT")
+    test.set_defaults(run=_policy_test, offline=True)
 
 
 # -- the admin listener ---------------------------------------------------------
@@ -1108,11 +1190,11 @@ def _sessions_parser(commands: Any, admin: argparse.ArgumentParser) -> None:
     listing = which.add_parser("list", help="list recorded sessions")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(run=_sessions_list)
+    listing.set_defaults(run=_sessions_list, offline=True)
     show = which.add_parser("show", help="show one session's recording")
     show.add_argument("session_id")
     show.add_argument("--json", action="store_true")
-    show.set_defaults(run=_sessions_show)
+    show.set_defaults(run=_sessions_show, offline=True)
     terminate = which.add_parser(
         "terminate",
         help="end a live session, in whichever gateway process runs it",
@@ -1125,6 +1207,7 @@ def _sessions_parser(commands: Any, admin: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hoopgate", description="Operate hoopgate.")
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    parser.set_defaults(offline=False)
     commands = parser.add_subparsers(dest="command", required=True)
     admin = _admin_options()
 
@@ -1155,7 +1238,10 @@ def main(
     """
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config, plugins)
+        # Commands that only read recordings or judge policy read the
+        # configuration offline: not the secrets and files only a
+        # running gateway uses.
+        config = load_config(args.config, plugins, offline=args.offline)
     except ConfigError as e:
         _complain(f"invalid configuration: {e}")
         return 2
@@ -1169,9 +1255,19 @@ def main(
 
 def entry() -> None:
     """
-    The console script.
+    The console script.  When standard output is closed early (C{|
+    head}), it stops quietly, with the status of a process SIGPIPE ended,
+    as Unix tools do.
     """
-    raise SystemExit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # What is still buffered can go nowhere; without this, the
+        # interpreter's own flush at exit would complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

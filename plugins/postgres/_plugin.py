@@ -28,7 +28,7 @@ from hoopgate_plugins.postgres._settings import (
     TargetSettings,
     allowed_functions,
 )
-from hoopgate_plugins.postgres._sql import classify, qualified_name
+from hoopgate_plugins.postgres._sql import SessionState, classify, qualified_name
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -99,12 +99,12 @@ class PostgresPlugin:
             allowed_functions=allowed_functions(trusted),
         )
 
-    def classify(self, text: str) -> tuple[StatementPart, ...]:
+    def classify(self, text: str, user: str | None = None) -> tuple[StatementPart, ...]:
         """
-        Classify a query string as a session with default settings
-        would (for C{hoopgate policy test}).
+        Classify a query string as a session of C{user} with default
+        settings would (for C{hoopgate policy test}).
         """
-        return tuple(c.to_part() for c in classify(text))
+        return tuple(c.to_part() for c in classify(text, SessionState(user=user)))
 
     def make_factory(self, listener: ListenerConfig, gateway: IGateway) -> Any:
         tls = (

@@ -363,9 +363,16 @@ class SessionsOutputTests(CliCase):
         assert code == 0
         assert "\x1b" not in out and "\x07" not in out
         assert out.splitlines() == [
-            "    1 statement            allow  select 1 /* \\x1b[2J\\x1b]0;owned"
+            "session s1 (-, closed)",
+            "  subject: -",
+            "  target: -",
+            "  peer: -",
+            "  started: -",
+            "  ended: - (client\\x1b[31m)",
+            "  statements: 1, commands: 0",
+            "    1 statement            allow   select 1 /* \\x1b[2J\\x1b]0;owned"
             "\\x07 */",
-            "    2 session.closed              client\\x1b[31m",
+            "    2 session.closed               client\\x1b[31m",
         ]
         assert "\x1b" not in raw
         assert json.loads(raw.splitlines()[0])["text"] == text

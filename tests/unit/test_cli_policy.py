@@ -21,6 +21,13 @@ from hoopgate._events import StatementPart
 from hoopgate._interfaces import IProtocolPlugin, IStatementClassifier
 from tests.unit.test_config import FakePlugin, temporary_folder
 
+#: The line saying how the fake SQL plugin's texts are judged, for a
+#: session of the credential user C{app}.
+JUDGED = (
+    "judged as: statement events (each text one query string), classified by "
+    "the fakesql plugin for a session of user app"
+)
+
 #: What the fake classifier knows, statement by statement.
 KNOWN = {
     "select * from customers": StatementPart(
@@ -56,10 +63,10 @@ class ClassifyingPlugin(FakePlugin):
     name = "fakesql"
 
     def __init__(self) -> None:
-        self.classified: list[str] = []
+        self.classified: list[tuple[str, str | None]] = []
 
-    def classify(self, text: str) -> tuple[StatementPart, ...]:
-        self.classified.append(text)
+    def classify(self, text: str, user: str | None = None) -> tuple[StatementPart, ...]:
+        self.classified.append((text, user))
         parts = []
         for piece in (p.strip() for p in text.split(";")):
             if not piece:
@@ -81,7 +88,7 @@ class BrokenClassifierPlugin(ClassifyingPlugin):
 
     name = "brokensql"
 
-    def classify(self, text: str) -> tuple[StatementPart, ...]:
+    def classify(self, text: str, user: str | None = None) -> tuple[StatementPart, ...]:
         raise RuntimeError("classifier bug")
 
 
@@ -195,13 +202,14 @@ class PolicyTestCommandTests(SynchronousTestCase):
         assert (code, err) == (0, "")
         assert out.splitlines() == [
             "access: ci-runner may reach appdb (rule ci-runner-all)",
+            JUDGED,
             "statement 1: select * from customers",
             "  verdict: allow; dry-run hits: watch-customers",
             "  dry-run watch-customers would block: part 1 SELECT: reads "
             "public.customers",
             "  part 1: SELECT, effect read, reads public.customers",
         ]
-        assert self.sql.classified == ["select * from customers"]
+        assert self.sql.classified == [("select * from customers", "app")]
 
     def test_denied(self) -> None:
         """
@@ -214,7 +222,7 @@ class PolicyTestCommandTests(SynchronousTestCase):
         )
 
         assert code == 0
-        assert out.splitlines()[1:] == [
+        assert out.splitlines()[2:] == [
             "statement 1: select 1; drop table canary",
             "  verdict: deny (guardrail no-destructive)",
             "  blocked by no-destructive: part 2 DROP: command DROP, writes "
@@ -254,8 +262,15 @@ class PolicyTestCommandTests(SynchronousTestCase):
             "rule": "ci-runner-all",
             "summary": "ci-runner may reach appdb (rule ci-runner-all)",
         }
+        assert result["judged_as"] == {
+            "event": "statement",
+            "plugin": "fakesql",
+            "classified": True,
+            "user": "app",
+        }
         assert result["results"] == [
             {
+                "event": "statement",
                 "statement": "drop table canary",
                 "verdict": "deny",
                 "decided_by": "guardrails",
@@ -332,8 +347,10 @@ class PolicyTestCommandTests(SynchronousTestCase):
         )
 
         assert code == 0
-        assert out.splitlines()[:3] == [
+        assert out.splitlines()[:4] == [
             "access: mallory may not reach appdb (no access rule matches)",
+            "judged as: statement events (each text one query string), "
+            "classified by the fakesql plugin",
             "statement 1: select 1",
             "  verdict: deny (no access rule matches)",
         ]
@@ -354,6 +371,9 @@ class PolicyTestCommandTests(SynchronousTestCase):
         unknown = "part 1: its effect is unknown, so it may do what the rule denies"
         assert code == 0
         assert out.splitlines()[1:] == [
+            "judged as: statement events (each text one query string); the fake "
+            "plugin classifies no statements, so each text counts as one "
+            "statement of effect unknown",
             "statement 1: select 1",
             "  verdict: deny (guardrail no-destructive); dry-run hits: watch-customers",
             f"  blocked by no-destructive: {unknown}",
@@ -447,19 +467,63 @@ class PostgresClassifierTests(SynchronousTestCase):
     plugin's own classifier, so the shape of the text hides nothing.
     """
 
-    def verdicts(self, *statements: str) -> list[str]:
+    def results(
+        self, *statements: str, subject: str = "ci-runner", user: str = "app"
+    ) -> dict[str, Any]:
         from hoopgate_plugins.postgres._plugin import plugin
 
         path = Path(temporary_folder(self), "hoopgate.yaml")
-        path.write_text(POSTGRES_CONFIG, encoding="utf-8")
+        text = POSTGRES_CONFIG.replace("user: app", f"user: {user}")
+        path.write_text(text, encoding="utf-8")
         out = io.StringIO()
         argv = ["--config", str(path), "policy", "test", "--json"]
-        argv += ["--subject", "ci-runner", "--target", "appdb", *statements]
+        argv += ["--subject", subject, "--target", "appdb", *statements]
         with redirect_stdout(out):
             code = cli.main(argv, {"postgres": plugin})
 
         assert code == 0
-        return [r["verdict"] for r in json.loads(out.getvalue())["results"]]
+        result: dict[str, Any] = json.loads(out.getvalue())
+        return result
+
+    def verdicts(self, *statements: str) -> list[str]:
+        return [r["verdict"] for r in self.results(*statements)["results"]]
+
+    def test_credential_user(self) -> None:
+        """
+        Names resolve as for a session of the user of the credential set
+        the access rule picks, as the relay's classifier does: C{"$user"}
+        first on the search path, so an unqualified table is both that
+        user's and public's.
+        """
+        app = self.results("drop table canary")
+        svc = self.results("drop table canary", user="svc")
+
+        assert app["judged_as"]["user"] == "app"
+        assert app["results"][0]["parts"][0]["writes"] == [
+            "app.canary",
+            "public.canary",
+        ]
+        assert app["results"][0]["blocked"] == [
+            {
+                "rule": "no-destructive",
+                "reasons": [
+                    "part 1 DROP: command DROP, writes app.canary, writes public.canary"
+                ],
+            }
+        ]
+        assert svc["results"][0]["parts"][0]["writes"] == [
+            "public.canary",
+            "svc.canary",
+        ]
+
+    def test_no_access_no_user(self) -> None:
+        """
+        Without access there is no credential, so no C{"$user"} schema.
+        """
+        result = self.results("drop table canary", subject="mallory")
+
+        assert result["judged_as"]["user"] is None
+        assert result["results"][0]["parts"][0]["writes"] == ["public.canary"]
 
     def test_bc10_hidden_statements(self) -> None:
         """
@@ -615,6 +679,7 @@ class PolicyTestMaskingApprovalTests(SynchronousTestCase):
         assert (code, err) == (0, "")
         assert out.splitlines() == [
             "access: ci-runner may reach appdb (rule ci-runner-all)",
+            JUDGED,
             "statement 1: select * from customers",
             "  verdict: allow",
             "  masking: columns public.customers.email (customer-pii, redact), "
@@ -668,8 +733,8 @@ class PolicyTestMaskingApprovalTests(SynchronousTestCase):
 
         assert code == 0
         lines = out.splitlines()
-        assert lines[2] == "  verdict: deny (masking rule customer-pii)"
-        assert lines[3] == (
+        assert lines[3] == "  verdict: deny (masking rule customer-pii)"
+        assert lines[4] == (
             "  masking: refused: customer-pii: part 1 SELECT uses masked column "
             "email in an expression"
         )
@@ -697,7 +762,7 @@ class PolicyTestMaskingApprovalTests(SynchronousTestCase):
         _, raw, _ = self.run_cli(*args, "--json", text)
 
         assert code == 0
-        assert out.splitlines()[2:] == [
+        assert out.splitlines()[3:] == [
             "  verdict: allow",
             "  masking: columns public.customers.email (customer-pii, redact), "
             "public.customers.ssn (customer-pii, redact), "
@@ -758,4 +823,172 @@ class PolicyTestMaskingApprovalTests(SynchronousTestCase):
 
         assert code == 0
         assert "\x1b" not in out and "\x07" not in out
-        assert out.splitlines()[1] == "statement 1: select '\\x1b[2J\\x07'"
+        assert out.splitlines()[2] == "statement 1: select '\\x1b[2J\\x07'"
+
+
+SSH_CONFIG = """\
+gateway:
+  approvals:
+    groups:
+      ops: cn=ops,ou=groups,dc=example,dc=org
+    directory:
+      url: ldap://127.0.0.1:1
+      bind_dn: cn=gateway,dc=example,dc=org
+      bind_password: {file: /nonexistent/ldap.pw}
+      people: ou=people,dc=example,dc=org
+targets:
+  - name: box
+    protocol: ssh
+    host: 127.0.0.1
+    port: 2222
+    known_hosts: /nonexistent/known_hosts
+    credentials:
+      - name: app
+        user: root
+        private_key: {file: /nonexistent/client_ed25519}
+policy:
+  access:
+    - name: ci-runner-ssh
+      subjects: [ci-runner]
+      targets: [box]
+      credential: app
+      logins: [root]
+  guardrails:
+    - name: no-destructive
+      deny:
+        commands: [DROP, TRUNCATE]
+        effects: [unknown]
+        writes: [canary]
+    - name: no-rm
+      deny:
+        command_lines: ["rm *"]
+    - name: watch-cat
+      mode: dry-run
+      deny:
+        command_lines: ["cat *"]
+  masking:
+    strict: true
+    rules:
+      - name: pii
+        columns: [public.customers.email]
+        strategy: redact
+  approvals:
+    - name: customer-deletes
+      mode: hold
+      approvers: [ops]
+      when:
+        commands: [DELETE]
+        writes: [customers]
+    - name: restarts
+      mode: hold
+      approvers: [ops]
+      timeout: 5m
+      when:
+        command_lines: ["systemctl restart *"]
+"""
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    On an SSH target, whose plugin classifies no statements, C{policy
+    test} judges each text as the command line of an exec request
+    (C{CommandReceived}), as the SSH plugin hands it to the chain: by
+    the command-line conditions, never as SQL of unknown effect.
+    """
+
+    def run_cli(self, *argv: str) -> tuple[int, str, str]:
+        from hoopgate_plugins.ssh._plugin import plugin
+
+        path = Path(temporary_folder(self), "hoopgate.yaml")
+        path.write_text(SSH_CONFIG, encoding="utf-8")
+        out, err = io.StringIO(), io.StringIO()
+        argv = ("--subject", "ci-runner", "--target", "box", *argv)
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(
+                ["--config", str(path), "policy", "test", *argv], {"ssh": plugin}
+            )
+        return code, out.getvalue(), err.getvalue()
+
+    def test_command_allowed(self) -> None:
+        """
+        C{ls -l /tmp} is a command line no rule refuses: allowed, with
+        no statement rule, masking refusal or approval hold in sight; the
+        output says what it was judged as.
+        """
+        code, out, err = self.run_cli("ls -l /tmp")
+
+        assert (code, err) == (0, "")
+        assert out.splitlines() == [
+            "access: ci-runner may reach box (rule ci-runner-ssh)",
+            "judged as: command events (each text one command line, as the ssh "
+            "plugin judges an exec request)",
+            "command 1: ls -l /tmp",
+            "  verdict: allow",
+            "  approval: none needed",
+        ]
+
+    def test_command_rules(self) -> None:
+        """
+        Command-line rules decide: a glob refuses C{rm}, a dry-run rule
+        notes C{cat}, an approval rule holds a restart; --expect checks
+        each outcome.
+        """
+        code, out, _ = self.run_cli(
+            "rm -rf /srv/data", "cat /etc/hostname", "systemctl restart nginx"
+        )
+        expect = self.run_cli("--expect", "allow", "rm -rf /srv/data", "ls")
+
+        assert code == 0
+        assert out.splitlines()[2:] == [
+            "command 1: rm -rf /srv/data",
+            "  verdict: deny (guardrail no-rm)",
+            "  blocked by no-rm: command line matches 'rm *'",
+            "  approval: none needed",
+            "command 2: cat /etc/hostname",
+            "  verdict: allow; dry-run hits: watch-cat",
+            "  dry-run watch-cat would block: command line matches 'cat *'",
+            "  approval: none needed",
+            "command 3: systemctl restart nginx",
+            "  verdict: allow",
+            "  approval: held until approved (rule restarts, hold, 1 approval(s), "
+            "timeout 300 s): command line matches 'systemctl restart *'",
+        ]
+        assert (expect[0], expect[2]) == (1, "command 1: expected allow\n")
+
+    def test_json(self) -> None:
+        """
+        C{--json} names the event kind judged, and each record carries
+        the command line, no statement parts and no masking.
+        """
+        code, out, _ = self.run_cli("--json", "systemctl restart nginx")
+
+        result = json.loads(out)
+        assert code == 0
+        assert result["judged_as"] == {
+            "event": "command",
+            "plugin": "ssh",
+            "classified": False,
+            "user": "root",
+        }
+        assert result["results"] == [
+            {
+                "event": "command",
+                "command": "systemctl restart nginx",
+                "verdict": "allow",
+                "decided_by": None,
+                "rule": None,
+                "blocked": [],
+                "dry_run": [],
+                "rules_applied": ["no-destructive", "no-rm", "watch-cat"],
+                "masking": None,
+                "approval": {
+                    "needed": True,
+                    "rule": "restarts",
+                    "mode": "hold",
+                    "quorum": 1,
+                    "timeout": 300.0,
+                    "reasons": ["command line matches 'systemctl restart *'"],
+                },
+                "outcome": "approval",
+            }
+        ]
