@@ -10,7 +10,17 @@ credentials in clear off loopback.  Text that came from clients
 (statements, subjects, reasons) is printed with control and invisible
 format characters made visible, so it cannot drive the terminal.
 
-test-case-name: tests.unit.test_cli_admin, tests.unit.test_cli_policy
+C{sessions list}, C{sessions show} and C{policy test} read the
+configuration offline (L{hoopgate._config.load_config}): without the
+secrets and files only a running gateway uses, so they work on the
+file of a gateway that is not running.  C{policy test} judges each text
+as the event the target's plugin makes of what clients send: a
+statement classified by the plugin's own classifier, or a command line
+on an SSH target.  A closed standard output (C{| head}) ends a command
+quietly.
+
+test-case-name: tests.unit.test_cli_admin, tests.unit.test_cli_policy,
+    tests.unit.test_cli_sessions, tests.unit.test_cli_config
 """
 
 from __future__ import annotations
@@ -373,14 +383,14 @@ def _parts(parts: tuple[StatementPart, ...]) -> list[dict[str, Any]]:
     ]
 
 
-# What masking and approval would do with a statement.
+# What masking and approval would do with a statement or command.
 
 
 class _NotingApprovals:
     """
     Stands in for the approval service under the real approval stage:
-    notes the rule that would hold the statement or ask for a grant,
-    asks nobody and decides nothing.
+    notes the rule that would hold the statement or command or ask for a
+    grant, asks nobody and decides nothing.
     """
 
     def __init__(self) -> None:
