@@ -90,7 +90,7 @@ class TestTrustedFunctions:
 
     def test_names_and_schemas(self) -> None:
         settings = read_target(
-            "trusted_functions: [public.calc_tax, audit.*, '\"Billing\".\"Sum\"']\n"
+            'trusted_functions: [public.calc_tax, audit.*, \'"Billing"."Sum"\']\n'
         )
 
         assert settings.trusted_functions == {
