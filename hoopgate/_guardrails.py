@@ -220,7 +220,8 @@ class RelationPattern:
         if parsed is None:
             return True
         schema, name = parsed
-        if not self._name_matches(name):
+        # C{schema.*}: every relation of a schema (a renamed schema).
+        if name != "*" and not self._name_matches(name):
             return False
         return self.schema is None or schema is None or schema == self.schema
 

@@ -59,6 +59,7 @@ from hoopgate.plugin import (
 from hoopgate_plugins.postgres import _codec as pg
 from hoopgate_plugins.postgres import _errors
 from hoopgate_plugins.postgres._catalog import (
+    MAX_RELATIONS,
     Catalog,
     Facts,
     Table,
@@ -831,6 +832,11 @@ class ClientConnection(protocol.Protocol):
         wanted = request(classes) if self.session.wants(StatementReceived) else None
         if wanted is None:
             self._decided(classes, event, frame, out)
+            return
+        if wanted.relations > MAX_RELATIONS:
+            problem = f"it names more than {MAX_RELATIONS} relations"
+            parts = tuple(attrs.evolve(p, problem=problem) for p in event.parts)
+            self._decided(classes, attrs.evolve(event, parts=parts), frame, out)
             return
         catalog = self._catalog()
         facts = catalog.known_facts(wanted)

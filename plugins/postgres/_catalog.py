@@ -76,6 +76,14 @@ _FACTS_TTL = 5.0
 
 _FACTS_LIMIT = 1024
 
+#: Requests naming more relations than this are not cached (their
+#: answers are large).
+_CACHED_RELATIONS = 64
+
+#: A query string naming more relations than this is refused unread by
+#: the catalog (judging it would hold the reactor for seconds).
+MAX_RELATIONS = 1000
+
 _EQ = "operator(pg_catalog.=)"
 _NE = "operator(pg_catalog.<>)"
 
@@ -95,13 +103,30 @@ _OWN_OPERATOR = _OWN.format(
     alias="o", ns="oprnamespace", catalog="pg_catalog.pg_operator"
 )
 
+# A function or operator of built-in types only: one of the target's own
+# on such types may answer for a built-in name anywhere; one taking a
+# type of the target's own matters where a column of that type is read
+# or written (the own_types rows below).
+_BUILT_IN_ARGUMENTS = (
+    "not exists (select from pg_catalog.unnest(p.proargtypes::pg_catalog.oid[]) a(t)"
+    " join pg_catalog.pg_type y on y.oid " + _EQ + " a.t"
+    " where y.typnamespace " + _NE + " 'pg_catalog'::pg_catalog.regnamespace)"
+)
+_BUILT_IN_OPERANDS = (
+    "not exists (select from (values (o.oprleft), (o.oprright)) a(t)"
+    " join pg_catalog.pg_type y on y.oid " + _EQ + " a.t"
+    " where y.typnamespace " + _NE + " 'pg_catalog'::pg_catalog.regnamespace)"
+)
+
 _RELATIONS = f"""
 start(oid, mode, part) as (
   select c.oid, s.mode, s.part from pg_catalog.pg_class c
   join pg_catalog.pg_namespace n on n.oid {_EQ} c.relnamespace
   join rows from (pg_catalog.unnest($1), pg_catalog.unnest($2),
        pg_catalog.unnest($3), pg_catalog.unnest($4)) as s(nsp, rel, mode, part)
-    on (s.nsp {_EQ} '' or n.nspname {_EQ} s.nsp) and c.relname {_EQ} s.rel
+    on (s.nsp {_EQ} '' or n.nspname {_EQ} s.nsp
+        or s.nsp {_EQ} 'pg_temp' and n.nspname operator(pg_catalog.~~) 'pg\\_temp\\_%')
+       and c.relname {_EQ} s.rel
 ),
 reach(oid, mode, part, how) as (
   select oid, mode, part, 'named'::pg_catalog.text from start
@@ -150,6 +175,29 @@ attached(classid, objid, mode, part) as (
    where r.mode {_EQ} 'w'
 )"""  # noqa: S608 - constant text; every value is a parameter
 
+# Types of the columns reached, with what they are built on (a domain's
+# base type, an array's element type), and those of the target's own.
+_TYPES = f"""
+types(t, mode, part) as (
+  select a.atttypid, r.mode, r.part
+    from reach r join pg_catalog.pg_attribute a on a.attrelid {_EQ} r.oid
+   where a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+  union
+  select x.next, t.mode, t.part
+    from types t join pg_catalog.pg_type y on y.oid {_EQ} t.t
+   cross join lateral (values (y.typbasetype), (y.typelem)) as x(next)
+   where x.next {_NE} 0
+),
+own_types(t, mode, part) as (
+  select t.t, t.mode, t.part
+    from types t join pg_catalog.pg_type y on y.oid {_EQ} t.t
+   where y.typnamespace {_NE} 'pg_catalog'::pg_catalog.regnamespace
+),
+domains(classid, objid, mode, part) as (
+  select 'pg_catalog.pg_constraint'::pg_catalog.regclass, k.oid, t.mode, t.part
+    from pg_catalog.pg_constraint k join own_types t on k.contypid {_EQ} t.t
+)"""  # noqa: S608 - constant text; every value is a parameter
+
 #: One statement, prepared once per catalog connection.  Its rows:
 #: C{relation} (a relation a part reaches, and how), C{code} (a
 #: function of the target's own that reaching it runs), C{function}
@@ -176,11 +224,20 @@ select 'code', a.mode, a.part, n.nspname::pg_catalog.text,
   join pg_catalog.pg_namespace n on n.oid {_EQ} p.pronamespace
  where {_OWN_FUNCTION}
 union
+select 'code', a.mode, a.part, n.nspname::pg_catalog.text,
+       o.oprname::pg_catalog.text, 'operator'
+  from attached a join pg_catalog.pg_depend d
+    on d.classid {_EQ} a.classid and d.objid {_EQ} a.objid
+   and d.refclassid {_EQ} 'pg_catalog.pg_operator'::pg_catalog.regclass
+  join pg_catalog.pg_operator o on o.oid {_EQ} d.refobjid
+  join pg_catalog.pg_namespace n on n.oid {_EQ} o.oprnamespace
+ where {_OWN_OPERATOR}
+union
 select 'function', '', -1, n.nspname::pg_catalog.text,
        p.proname::pg_catalog.text, ''
   from pg_catalog.pg_proc p
   join pg_catalog.pg_namespace n on n.oid {_EQ} p.pronamespace
- where (p.proname {_EQ} any ($5)
+ where (p.proname {_EQ} any ($5) and {_BUILT_IN_ARGUMENTS}
         or p.proname {_EQ} any ($7) and p.pronargs {_EQ} 1)
    and {_OWN_FUNCTION}
 union
@@ -189,6 +246,7 @@ select 'operator', '', -1, n.nspname::pg_catalog.text,
   from pg_catalog.pg_operator o
   join pg_catalog.pg_namespace n on n.oid {_EQ} o.oprnamespace
  where o.oprname {_EQ} any ($6) and {_OWN_OPERATOR}
+   and {_BUILT_IN_OPERANDS}
 union
 select 'path', '', -1, '', pg_catalog.unnest(s.setconfig), ''
   from pg_catalog.pg_db_role_setting s
@@ -219,6 +277,13 @@ class Request:
     functions: frozenset[str] = frozenset()
     operators: frozenset[str] = frozenset()
     attributes: frozenset[str] = frozenset()
+
+    @property
+    def relations(self) -> int:
+        """
+        How many relations the statements name (with repeats).
+        """
+        return sum(len(reads) + len(writes) for reads, writes in self.parts)
 
 
 @frozen
@@ -261,8 +326,8 @@ class Facts:
 
 def split_name(relation: str) -> tuple[str, str]:
     """
-    The schema (C{""}: any) and name of a relation the classifier
-    rendered, unquoted.
+    The schema (C{""}: any; C{pg_temp}: any session's temporary one)
+    and name of a relation the classifier rendered, unquoted.
     """
     parts: list[str] = []
     position = 0
@@ -288,8 +353,7 @@ def split_name(relation: str) -> tuple[str, str]:
             position = end + 1
     if len(parts) == 1:
         return "", parts[0]
-    schema, name = parts[-2], parts[-1]
-    return ("" if schema == "pg_temp" else schema), name
+    return parts[-2], parts[-1]
 
 
 def _array(items: list[str]) -> str:
@@ -302,7 +366,11 @@ def _array(items: list[str]) -> str:
     return "'{" + elements.replace("'", "''") + "}'"
 
 
-def _execute(request: Request) -> str:
+def _cacheable(request: Request) -> bool:
+    return request.relations <= _CACHED_RELATIONS
+
+
+def _arguments(request: Request) -> list[str]:
     schemas, names, modes, numbers = [], [], [], []
     for number, (reads, writes) in enumerate(request.parts):
         for mode, relations in (("r", reads), ("w", writes)):
@@ -312,7 +380,7 @@ def _execute(request: Request) -> str:
                 names.append(name)
                 modes.append(mode)
                 numbers.append(str(number))
-    arguments = [
+    return [
         _array(schemas),
         _array(names),
         _array(modes),
@@ -321,7 +389,20 @@ def _execute(request: Request) -> str:
         _array(sorted(request.operators)),
         _array(sorted(request.attributes)),
     ]
-    return f"execute hoopgate_facts({', '.join(arguments)})"
+
+
+def _execute(request: Request) -> str:
+    return f"execute hoopgate_facts({', '.join(_arguments(request))})"
+
+
+def _type_query(request: Request) -> str:
+    text = _TYPE_FACTS
+    kinds = ("text", "text", "text", "int4")
+    for number, (value, kind) in enumerate(
+        zip(_arguments(request), kinds, strict=False), 1
+    ):
+        text = text.replace(f"${number}", f"{value}::pg_catalog.{kind}[]")
+    return text
 
 
 _HOW = {
@@ -337,6 +418,7 @@ _HOW = {
     "pg_attrdef": "column default",
     "pg_constraint": "constraint",
     "pg_class": "index",
+    "pg_cast": "cast",
 }
 
 
@@ -404,6 +486,70 @@ def _facts(request: Request, rows: list[list[bytes | None]]) -> Facts:
         shadowed=tuple(shadowed),
         paths=tuple(paths),
     )
+
+
+#: What the types of the columns reached bring: casts, operators and
+#: functions of the target's own on them, domain checks.  Run only on
+#: targets that have types of their own (L{_OWN_TYPES}), with its values
+#: written in (a generic plan of it is slow); its rows are C{code} rows
+#: as L{_FACTS} gives them.
+_TYPE_FACTS = (
+    f"with recursive {_RELATIONS}, {_TYPES}"  # noqa: S608
+    f"""
+select 'code', t.mode, t.part, n.nspname::pg_catalog.text,
+       p.proname::pg_catalog.text, 'cast'
+  from own_types t join pg_catalog.pg_cast k
+    on k.castsource {_EQ} t.t or k.casttarget {_EQ} t.t
+  join pg_catalog.pg_proc p on p.oid {_EQ} k.castfunc
+  join pg_catalog.pg_namespace n on n.oid {_EQ} p.pronamespace
+ where {_OWN_FUNCTION}
+union
+select 'code', t.mode, t.part, n.nspname::pg_catalog.text,
+       o.oprname::pg_catalog.text, 'operator on a column type'
+  from own_types t join pg_catalog.pg_operator o
+    on o.oprleft {_EQ} t.t or o.oprright {_EQ} t.t
+  join pg_catalog.pg_namespace n on n.oid {_EQ} o.oprnamespace
+ where {_OWN_OPERATOR}
+union
+select 'code', t.mode, t.part, n.nspname::pg_catalog.text,
+       p.proname::pg_catalog.text, 'function on a column type'
+  from own_types t join pg_catalog.pg_proc p
+    on t.t {_EQ} any (p.proargtypes::pg_catalog.oid[])
+  join pg_catalog.pg_namespace n on n.oid {_EQ} p.pronamespace
+ where {_OWN_FUNCTION}
+union
+select 'code', a.mode, a.part, n.nspname::pg_catalog.text,
+       p.proname::pg_catalog.text, 'domain check'
+  from domains a join pg_catalog.pg_depend d
+    on d.classid {_EQ} a.classid and d.objid {_EQ} a.objid
+   and d.refclassid {_EQ} 'pg_catalog.pg_proc'::pg_catalog.regclass
+  join pg_catalog.pg_proc p on p.oid {_EQ} d.refobjid
+  join pg_catalog.pg_namespace n on n.oid {_EQ} p.pronamespace
+ where {_OWN_FUNCTION}
+union
+select 'code', a.mode, a.part, n.nspname::pg_catalog.text,
+       o.oprname::pg_catalog.text, 'domain check'
+  from domains a join pg_catalog.pg_depend d
+    on d.classid {_EQ} a.classid and d.objid {_EQ} a.objid
+   and d.refclassid {_EQ} 'pg_catalog.pg_operator'::pg_catalog.regclass
+  join pg_catalog.pg_operator o on o.oid {_EQ} d.refobjid
+  join pg_catalog.pg_namespace n on n.oid {_EQ} o.oprnamespace
+ where {_OWN_OPERATOR}
+"""
+)
+
+#: Whether the target has types of its own other than tables' row types.
+_OWN_TYPES = (
+    "select exists (select from pg_catalog.pg_type y"
+    " where y.typnamespace operator(pg_catalog.<>)"
+    " 'pg_catalog'::pg_catalog.regnamespace"
+    " and y.typnamespace operator(pg_catalog.<>)"
+    " 'information_schema'::pg_catalog.regnamespace"
+    " and (y.typrelid operator(pg_catalog.=) 0 or exists (select from"
+    " pg_catalog.pg_class c where c.oid operator(pg_catalog.=) y.typrelid"
+    " and c.relkind operator(pg_catalog.=) 'c'))"
+    " and y.typelem operator(pg_catalog.=) 0)"
+)
 
 
 class CatalogError(Exception):
@@ -546,14 +692,34 @@ class Catalog:
         What the statements of C{request} reach, read from the catalog.
         """
 
-        def store(rows: list[list[bytes | None]]) -> Facts:
-            found = _facts(request, rows)
-            if len(self._facts) >= _FACTS_LIMIT:
-                self._facts.clear()
-            self._facts[request] = (self._reactor.seconds() + _FACTS_TTL, found)
-            return found
+        reader = self._connection()
+        basic = reader.run(_execute(request))
+        typed = reader.run(_OWN_TYPES)
 
-        return self._connection().run(_execute(request)).addCallback(store)
+        def with_types(rows: list[list[bytes | None]]) -> Deferred[Facts]:
+            def more(answer: list[list[bytes | None]]) -> Any:
+                if answer and answer[0][0] == b"t":
+                    query = reader.run(_type_query(request))
+                    return query.addCallback(
+                        lambda extra: self._keep_facts(request, rows + extra)
+                    )
+                return self._keep_facts(request, rows)
+
+            return typed.addCallback(more)
+
+        def drop_typed(failure: Any) -> Any:
+            typed.addErrback(lambda _: None)
+            return failure
+
+        return basic.addCallbacks(with_types, drop_typed)
+
+    def _keep_facts(self, request: Request, rows: list[list[bytes | None]]) -> Facts:
+        found = _facts(request, rows)
+        if len(self._facts) >= _FACTS_LIMIT:
+            self._facts.clear()
+        if _cacheable(request):
+            self._facts[request] = (self._reactor.seconds() + _FACTS_TTL, found)
+        return found
 
     def changed(self) -> None:
         """

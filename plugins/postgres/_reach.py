@@ -40,13 +40,31 @@ def request(classes: Sequence[Classification]) -> Request | None:
     What to ask the catalog about a query string's statements, or
     C{None} when they name nothing it could add to.
     """
-    parts = tuple((c.relations_read, c.relations_written) for c in classes)
+    parts = tuple(
+        (_with_temporary(c.relations_read, c), _with_temporary(c.relations_written, c))
+        for c in classes
+    )
     functions = frozenset().union(*(c.functions for c in classes))
     operators = frozenset().union(*(c.operators for c in classes))
     attributes = frozenset().union(*(frozenset(c.columns) - {"*"} for c in classes))
     if not (functions or operators or any(r or w for r, w in parts)):
         return None
     return Request(parts, functions, operators, attributes)
+
+
+def _with_temporary(relations: frozenset[str], item: Classification) -> frozenset[str]:
+    """
+    C{relations} and, for those named without a schema, the session's
+    temporary relation of that name, which PostgreSQL looks up first.
+    """
+    if not item.unqualified:
+        return relations
+    temporary = {
+        relation_name("pg_temp", name)
+        for name in (split_name(r)[1] for r in relations)
+        if name in item.unqualified
+    }
+    return relations | temporary
 
 
 def with_paths(state: SessionState, facts: Facts) -> SessionState:

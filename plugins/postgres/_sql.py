@@ -388,6 +388,8 @@ class Classification:
         functions: Allow-listed functions it calls by unqualified name,
             which an overload on the target could shadow.
         operators: Operators it names without a schema, likewise.
+        unqualified: Relation names it uses without a schema, which a
+            temporary relation of the session would answer for first.
         indirect: Whether it may make later statements run code or
             reach relations they do not name (a view, rule, trigger,
             function, operator, inheritance, a rename, a role's search
@@ -410,6 +412,7 @@ class Classification:
     stream_format: str = ""
     functions: frozenset[str] = frozenset()
     operators: frozenset[str] = frozenset()
+    unqualified: frozenset[str] = frozenset()
     indirect: bool = False
     sets_path: tuple[str, ...] | None = None
     sets_roles: tuple[str, ...] = ()
@@ -624,6 +627,7 @@ def _classify_statement(
         stream_format=walk.stream_format,
         functions=frozenset(walk.functions),
         operators=frozenset(walk.operators),
+        unqualified=frozenset(walk.unqualified),
         indirect=bool(reason) or _indirect(kind, fields),
         sets_path=_path_set(kind, fields),
         sets_roles=_roles_set(kind, fields),
@@ -678,6 +682,7 @@ _INDIRECT: Final = frozenset(
         "AlterExtensionContentsStmt", "CreateForeignTableStmt",
         "ImportForeignSchemaStmt", "CreateConversionStmt",
         "AlterSystemStmt", "CreatePLangStmt", "CreateStatsStmt",
+        "CreateSchemaStmt",
     }
 )  # fmt: skip
 
@@ -710,11 +715,9 @@ def _indirect(kind: str, fields: _Fields) -> bool:
     for command in fields.get("cmds") or []:
         _, cmd = _unwrap(command)
         subtype = str(cmd.get("subtype", ""))
-        if subtype == "AT_AddConstraint":
-            _, constraint = _unwrap(cmd.get("def"))
-            if constraint.get("contype") == "CONSTR_FOREIGN":
-                return True
-        elif subtype not in _PLAIN_ALTERATIONS:
+        if subtype not in _PLAIN_ALTERATIONS:
+            # Constraints among them: a foreign key's action writes,
+            # a check may run the target's own code.
             return True
     return False
 
@@ -883,6 +886,7 @@ class _Walk:
         self._cte_names: set[str] = set()
         self.functions: set[str] = set()
         self.operators: set[str] = set()
+        self.unqualified: set[str] = set()
 
     # The generic walk.
 
@@ -917,7 +921,12 @@ class _Walk:
         if handler is not None:
             handler(self, fields)
             return
+        self.typed_default(kind, fields)
 
+    def typed_default(self, kind: str, fields: _Fields) -> None:
+        """
+        Walk a node the generic way: its target fields as written.
+        """
         targets = _TARGETS.get(kind, ())
         for key in targets:
             self.target(fields.get(key))
@@ -954,6 +963,8 @@ class _Walk:
             yield _qualified(path_schema, name)
         if not self._paths.schemas:
             yield _quote(name)
+        # A temporary relation of that name answers first.
+        self.unqualified.add(name)
 
     def _range_var_names(self, fields: _Fields) -> Iterator[str]:
         schema = fields.get("schemaname")
@@ -975,6 +986,11 @@ class _Walk:
         alias = fields.get("alias")
         if isinstance(alias, dict) and isinstance(alias.get("aliasname"), str):
             self._names.add(alias["aliasname"])
+        if isinstance(alias, dict) and alias.get("colnames"):
+            # customers as t(a, b, c): the statement's names are not the
+            # table's, so every column counts as used, and not plainly.
+            self.column_names.add("*")
+            self.derived.add("*")
 
     # Column references.
 
@@ -1367,9 +1383,22 @@ def _comment(walk: _Walk, fields: _Fields) -> None:
         walk.named_targets(fields.get("object"), kind in _RELATION_MEMBERS)
 
 
+def _rename(walk: _Walk, fields: _Fields) -> None:
+    if fields.get("renameType") == "OBJECT_SCHEMA":
+        # Every relation of the schema changes its name.
+        walk.written.add(f"{_quote(str(fields.get('subname', '')))}.*")
+    walk.typed_default("RenameStmt", fields)
+
+
 def _alter_table_command(walk: _Walk, fields: _Fields) -> None:
-    if fields.get("subtype") == "AT_DropColumn":
+    subtype = fields.get("subtype")
+    if subtype == "AT_DropColumn":
         walk.shapes.add(Shape.DROP)
+    if subtype == "AT_AddInherit":
+        # The table's rows show in the new parent from now on.
+        walk.target(fields.get("def"))
+        walk.children(fields, ("def",))
+        return
     walk.children(fields)
 
 
@@ -1432,6 +1461,7 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "DropOwnedStmt": _drop_owned,
     "CommentStmt": _comment,
     "AlterTableCmd": _alter_table_command,
+    "RenameStmt": _rename,
     "GrantStmt": _grant,
     "GrantRoleStmt": _grant_role,
     "AlterDefaultPrivilegesStmt": _default_privileges,
@@ -1494,8 +1524,6 @@ _FIXED: Final[dict[str, tuple[Effect, str]]] = {
     "CompositeTypeStmt": (Effect.DDL, "CREATE"),
     "DefineStmt": (Effect.DDL, "CREATE"),
     "CreateTableAsStmt": (Effect.DDL, "CREATE"),
-    "ClusterStmt": (Effect.DDL, "CLUSTER"),
-    "ReindexStmt": (Effect.DDL, "REINDEX"),
     "RefreshMatViewStmt": (Effect.DDL, "REFRESH"),
     "ImportForeignSchemaStmt": (Effect.DDL, "IMPORT"),
     "DropOwnedStmt": (Effect.DDL, "DROP"),
@@ -1605,7 +1633,28 @@ def _decide_grant(fields: _Fields, walk: _Walk) -> tuple[Effect, str]:
 
 
 def _decide_vacuum(fields: _Fields, walk: _Walk) -> tuple[Effect, str]:
-    return Effect.DDL, "VACUUM" if fields.get("is_vacuumcmd") else "ANALYZE"
+    command = "VACUUM" if fields.get("is_vacuumcmd") else "ANALYZE"
+    if not fields.get("rels"):
+        walk.reasons.append(_EVERY_TABLE.format(command=command))
+    return Effect.DDL, command
+
+
+_EVERY_TABLE = (
+    "{command} of every table runs the index expressions of all of them,"
+    " which the gateway does not follow"
+)
+
+
+def _decide_reindex(fields: _Fields, walk: _Walk) -> tuple[Effect, str]:
+    if not fields.get("relation"):
+        walk.reasons.append(_EVERY_TABLE.format(command="REINDEX"))
+    return Effect.DDL, "REINDEX"
+
+
+def _decide_cluster(fields: _Fields, walk: _Walk) -> tuple[Effect, str]:
+    if not fields.get("relation"):
+        walk.reasons.append(_EVERY_TABLE.format(command="CLUSTER"))
+    return Effect.DDL, "CLUSTER"
 
 
 def _decide_fetch(fields: _Fields, walk: _Walk) -> tuple[Effect, str]:
@@ -1623,5 +1672,7 @@ _DECIDERS: Final[dict[str, _Decider]] = {
     "GrantStmt": _decide_grant,
     "GrantRoleStmt": _decide_grant,
     "VacuumStmt": _decide_vacuum,
+    "ReindexStmt": _decide_reindex,
+    "ClusterStmt": _decide_cluster,
     "FetchStmt": _decide_fetch,
 }

@@ -100,7 +100,8 @@ drop function if exists public.lower(int);
 drop schema if exists reach_evil cascade;
 truncate reach_t, reach_other, canary;
 truncate reach_log, reach_audited;
-drop table if exists reach_ruled, reach_role, reach_start cascade;
+drop table if exists reach_ruled, reach_role, reach_start, reach_child cascade;
+alter table reach_other drop constraint if exists reach_c;
 """
 
 TEARDOWN_SQL = """\
@@ -271,15 +272,14 @@ class TestWritesBehindNames:
 
     def test_child_of_canary(self, reach_gateway: RunningGateway, direct: Conn) -> None:
         """
-        A row inserted into a child shows in its parent.
+        A table that gains canary as its parent writes canary (its rows
+        show there); made directly, an insert into it is refused too.
         """
-        altered, inserted = run(
-            reach_gateway,
-            "alter table reach_t inherit canary",
-            "insert into reach_t values (4)",
-        )
+        (altered,) = run(reach_gateway, "alter table reach_t inherit canary")
+        direct.execute("alter table reach_t inherit canary")
+        (inserted,) = run(reach_gateway, "insert into reach_t values (4)")
 
-        assert altered == []
+        assert refused(altered, "writes public.canary"), altered
         assert refused(inserted, "writes public.canary"), inserted
         assert canary(direct) == []
 
@@ -417,6 +417,179 @@ class TestDeepStatements:
         assert read == [(3000,)]
         assert refused(write, "writes public.canary"), write
         assert canary(direct) == []
+
+
+class TestHiddenCode:
+    """
+    Code of the target's own that runs where no statement names it:
+    temporary relations, casts, operators and domains on the target's own
+    types, schema elements, maintenance of every table.  Set up directly
+    (as an application would have) unless a test says otherwise.
+    """
+
+    def test_temporary_view_answers_first(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        PostgreSQL looks a name up in the session's temporary schema
+        first: a temporary view over canary written by its bare name.
+        """
+        created, inserted = run(
+            reach_gateway,
+            "create temp view reach_tmpv as select * from canary",
+            "insert into reach_tmpv values (4242)",
+        )
+
+        assert created == []
+        assert refused(inserted, "writes public.canary"), inserted
+        assert canary(direct) == []
+
+    def test_assignment_cast(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        direct.execute("create schema reach_evil")
+        direct.execute("create type reach_evil.e as enum ('a')")
+        direct.execute(
+            "create function reach_evil.to_e(int) returns reach_evil.e language plpgsql"
+            " as $$ begin insert into public.canary values ($1); return 'a'; end $$"
+        )
+        direct.execute(
+            "create cast (int as reach_evil.e) with function reach_evil.to_e(int)"
+            " as assignment"
+        )
+        direct.execute("create table reach_evil.cast_t (c reach_evil.e)")
+
+        (inserted,) = run(reach_gateway, "insert into reach_evil.cast_t values (777)")
+
+        assert refused(inserted, "reach_evil.to_e (cast)"), inserted
+        assert canary(direct) == []
+
+    def test_operator_on_an_own_type(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        BETWEEN uses >= and <= without naming them: an operator of the
+        target's own on a column's type counts.  The same operator name
+        on the target's own type does not refuse comparisons of others.
+        """
+        direct.execute("create schema reach_evil")
+        direct.execute("create type reach_evil.o as (x int)")
+        direct.execute(
+            "create function reach_evil.ge(reach_evil.o, reach_evil.o) returns bool"
+            " language plpgsql as"
+            " $$ begin insert into public.canary values (1); return true; end $$"
+        )
+        for name in (">=", "<=", "="):
+            direct.execute(
+                f"create operator reach_evil.{name} (leftarg = reach_evil.o,"
+                " rightarg = reach_evil.o, function = reach_evil.ge)"
+            )
+        direct.execute("create table reach_evil.op_t (k reach_evil.o)")
+        direct.execute("insert into reach_evil.op_t values (row(1))")
+
+        between, other = run(
+            reach_gateway,
+            "select 1 from reach_evil.op_t where k between k and k",
+            "select name from customers where id = 8",
+        )
+
+        assert refused(between, "operator on a column type"), between
+        assert isinstance(other, list) and len(other) == 1
+        assert canary(direct) == []
+
+    def test_domain_check(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        direct.execute("create schema reach_evil")
+        direct.execute(
+            "create function reach_evil.ok(int) returns bool language plpgsql as"
+            " $$ begin insert into public.canary values ($1); return true; end $$"
+        )
+        direct.execute("create domain reach_evil.d as int check (reach_evil.ok(value))")
+        direct.execute("create table reach_evil.dom_t (v reach_evil.d)")
+
+        (inserted,) = run(reach_gateway, "insert into reach_evil.dom_t values (3003)")
+
+        assert refused(inserted, "reach_evil.ok (domain check)"), inserted
+        assert canary(direct) == []
+
+    def test_schema_elements_are_a_catalog_change(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        (both,) = run(
+            reach_gateway,
+            "create schema reach_evil create view v as select * from public.canary;"
+            " insert into reach_evil.v values (31337)",
+        )
+
+        assert refused(both, "an earlier CREATE of this transaction"), both
+        assert canary(direct) == []
+
+    def test_check_constraint_is_a_catalog_change(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        (both,) = run(
+            reach_gateway,
+            "alter table reach_other add constraint reach_c check (id > 0);"
+            " insert into reach_other values (2222)",
+        )
+
+        assert refused(both, "an earlier ALTER of this transaction"), both
+        assert direct.execute("select count(*) from reach_other").fetchone() == (0,)
+
+    def test_inherit_after_filling(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        The rows a table holds show in the parent it gains: the ALTER
+        writes canary.
+        """
+        direct.execute("create table reach_child (id int)")
+        direct.execute("insert into reach_child values (6666)")
+
+        (altered,) = run(reach_gateway, "alter table reach_child inherit canary")
+
+        assert refused(altered, "writes public.canary"), altered
+        assert canary(direct) == []
+
+    def test_analyze_of_every_table(self, reach_gateway: RunningGateway) -> None:
+        every, one = run(reach_gateway, "analyze", "analyze reach_other")
+
+        assert refused(every, "ANALYZE of every table"), every
+        assert one == []
+
+    def test_too_many_relations(self, reach_gateway: RunningGateway) -> None:
+        names = ", ".join(f"reach_z{i}" for i in range(1001))
+
+        (result,) = run(reach_gateway, f"select 1 from {names}")  # noqa: S608 - test names
+
+        assert refused(result, "names more than 1000 relations"), result
+
+
+class TestMaskedColumnsRenamed:
+    def test_column_aliases(self, reach_gateway: RunningGateway) -> None:
+        """
+        customers as t(a, b, c, d): names other than the table's are not
+        taken as plain (strict masking refuses), nor copied out.
+        """
+        derived, copied = run(
+            reach_gateway,
+            "select lower(d) from customers as t(a, b, c, d) where a = 1",
+            "insert into reach_other select a from customers as t(a, b, c, d)"
+            " where d like '0%'",
+        )
+
+        assert refused(derived, "customer-pii"), derived
+        assert refused(copied, "customer-pii"), copied
+
+    def test_schema_rename(self, reach_gateway: RunningGateway, direct: Conn) -> None:
+        try:
+            (renamed,) = run(reach_gateway, "alter schema public rename to reach_pub")
+        finally:
+            if direct.execute("select to_regnamespace('reach_pub')").fetchone() != (
+                None,
+            ):
+                direct.execute("alter schema reach_pub rename to public")
+
+        # The guardrail refuses it first: canary is in the schema too.
+        assert refused(renamed, "writes public.*"), renamed
+        assert direct.execute("select to_regnamespace('public')").fetchone() != (None,)
 
 
 class TestClientMessages:

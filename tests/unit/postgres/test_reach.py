@@ -41,7 +41,7 @@ class TestSplitName:
             ("public.canary", ("public", "canary")),
             ('public."CaNaRy"', ("public", "CaNaRy")),
             ('"a.b"."c""d"', ("a.b", 'c"d')),
-            ("pg_temp.t", ("", "t")),
+            ("pg_temp.t", ("pg_temp", "t")),
             ("canary", ("", "canary")),
         ],
     )
@@ -55,8 +55,14 @@ class TestRequest:
 
         wanted = request(classes)
 
+        # A temporary relation of a name used without schema answers first.
         assert wanted == Request(
-            parts=((frozenset({"public.u"}), frozenset({"public.t"})),),
+            parts=(
+                (
+                    frozenset({"public.u", "pg_temp.u"}),
+                    frozenset({"public.t", "pg_temp.t"}),
+                ),
+            ),
             functions=frozenset({"lower"}),
             operators=frozenset({"+"}),
             attributes=frozenset({"a"}),
