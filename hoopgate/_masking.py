@@ -816,11 +816,22 @@ def _postgres_numeric(raw: bytes) -> str:
     return f"{minus}{integer}.{decimals}" if scale else f"{minus}{integer}"
 
 
+def _raw(raw: bytes) -> str:
+    # Each byte one character: text held inside a binary container (an
+    # array's or a record's elements) stays readable to detectors.
+    return raw.decode("latin-1")
+
+
 #: Readers of values that arrive in a binary form other than text, by
 #: the name a plugin gives in L{hoopgate.plugin.Column.binary}: each
-#: turns one value into the text detectors read.
+#: turns one value into the text detectors read.  C{raw} reads the
+#: bytes as they are, for containers whose elements may be text.
 BINARY_TEXT: Mapping[str, Callable[[bytes], str]] = MappingProxyType(
-    {"postgres.int8": _postgres_int8, "postgres.numeric": _postgres_numeric}
+    {
+        "postgres.int8": _postgres_int8,
+        "postgres.numeric": _postgres_numeric,
+        "raw": _raw,
+    }
 )
 
 
@@ -912,7 +923,7 @@ def _binary_scanner(
 ) -> Callable[[bytes], bytes | None]:
     def binary(raw: bytes) -> bytes | None:
         try:
-            text = read(raw).encode("ascii")
+            text = read(raw).encode("latin-1")
         except (struct.error, UnicodeEncodeError):
             # A value the reader cannot read cannot be checked.
             return None

@@ -220,8 +220,9 @@ _TYPE_NAMES = {
 # (jsonb's is a version byte, then the document's text).
 _TEXT_TYPES = frozenset({19, 25, 114, 142, 705, 1042, 1043, 3802})
 
-# Binary forms of number types detectors can read through the core's
-# readers (a card number kept as a number).
+# Binary forms detectors can read through the core's readers: numbers
+# (a card number kept as a number), and the raw bytes of any other type
+# (arrays and records hold their text elements as they are).
 _BINARY_READERS = {20: "postgres.int8", 1700: "postgres.numeric"}
 
 _TEXT_OID = 25
@@ -249,7 +250,7 @@ def _columns(
                 column=table.columns.get(f.column_number, "") if table else "",
                 textual=f.format == 0 or f.type_oid in _TEXT_TYPES,
                 sources=tuple(table.descendants) if table else (),
-                binary=_BINARY_READERS.get(f.type_oid, "") if f.format else "",
+                binary=_BINARY_READERS.get(f.type_oid, "raw") if f.format else "",
             )
         )
     return tuple(columns)

@@ -648,6 +648,25 @@ class TestBC09Diagnostics:
         assert binary == (None, None, 4111111111111112, Decimal("12.5"))
         assert text == binary
 
+    def test_arrays_and_records_in_binary_are_scanned(
+        self, masking: RunningGateway
+    ) -> None:
+        """
+        Text inside a binary array or record is read by detectors: a value
+        holding an e-mail is nulled; one without arrives whole.
+        """
+        query = (
+            "select array['write to a.b@example.com'], row('a.b@example.com', 1),"
+            " array['nothing here']"
+        )
+
+        with psycopg.connect(**masking.connect_args(masking.token())) as conn:
+            binary = conn.cursor(binary=True).execute(query).fetchone()
+
+        assert binary is not None
+        assert binary[:2] == (None, None)
+        assert binary[2] == ["nothing here"]
+
 
 async def _asyncpg_jsonb(
     params: dict[str, Any], context: ssl.SSLContext
