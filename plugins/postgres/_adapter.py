@@ -59,6 +59,7 @@ from hoopgate.plugin import (
 from hoopgate_plugins.postgres import _codec as pg
 from hoopgate_plugins.postgres import _errors
 from hoopgate_plugins.postgres._catalog import (
+    FACTS_TTL,
     MAX_RELATIONS,
     Catalog,
     Facts,
@@ -315,6 +316,22 @@ def _copy_columns(part: StatementPart, count: int) -> tuple[Column, ...]:
     )
 
 
+@attrs.frozen
+class _Judgement:
+    """
+    What a prepared statement was judged with, to judge it again when
+    the catalog may have changed before it runs.
+    """
+
+    classes: tuple[Classification, ...]
+    parts: tuple[StatementPart, ...]
+    event: StatementReceived
+    facts: Facts
+    generation: int
+    change: int
+    at: float
+
+
 @implementer(ISessionHandle)
 class ClientConnection(protocol.Protocol):
     """
@@ -360,6 +377,8 @@ class ClientConnection(protocol.Protocol):
         self._standard_strings = True
         self._sql_state = SessionState()
         self._pending_change = ""
+        self._changes = 0
+        self._judgements: dict[str, _Judgement] = {}
         self._masks_notices = False
         self._status = pg.TransactionStatus.IDLE
         self._plan: RowTransformer | None = None
@@ -909,6 +928,16 @@ class ClientConnection(protocol.Protocol):
         assert self.session is not None
         trusted = target_settings(self.session).trusted_functions
         parts = widened(event.parts, classes, facts, trusted)
+        if event.path == "extended":
+            self._judgements[event.statement_name] = _Judgement(
+                classes=classes,
+                parts=event.parts,
+                event=event,
+                facts=facts,
+                generation=self._catalog().generation,
+                change=self._changes,
+                at=self._now(),
+            )
         self._decided(classes, attrs.evolve(event, parts=parts), frame, out)
 
     def _decided(
@@ -918,9 +947,10 @@ class ClientConnection(protocol.Protocol):
         frame: pg.Frame,
         out: list[bytes],
     ) -> None:
-        parts, self._pending_change = after_change(
-            event.parts, classes, self._pending_change
-        )
+        pending = self._pending_change
+        parts, self._pending_change = after_change(event.parts, classes, pending)
+        if self._pending_change and not pending:
+            self._changes += 1
         event = attrs.evolve(event, parts=parts)
         self._sql_state = carry(self._sql_state, classes)
         verdict = self._judge(event, frame, out)
@@ -1114,6 +1144,7 @@ class ClientConnection(protocol.Protocol):
             assert self.session is not None
             error = _errors.denied(verdict.reason, self.session.id, self._encoding)
             self._statements.pop(name, None)
+            self._judgements.pop(name, None)
             self._refused[name] = error
             self._tracker.denied(event.statement_id, self._now(), error)
             out.append(pg.parse(name, _REFUSED_SQL, (), encoding=self._encoding))
@@ -1179,8 +1210,20 @@ class ClientConnection(protocol.Protocol):
         if known is None:
             self._violation(f"Bind of statement {statement!r} the gateway never saw")
             return
+        judgement = self._judgements.get(statement)
+        if judgement is not None and self._stale(judgement):
+            self._judge_again(statement, judgement, frame, out)
+            return
+        self._bind(frame, out)
 
-        statement_id, secret = known
+    def _bind(self, frame: pg.Frame, out: list[bytes]) -> None:
+        assert self.session is not None
+        message = pg.parse_bind(frame.payload, "latin-1")
+        statement = message.statement.encode("latin-1").decode(
+            self._encoding, "replace"
+        )
+        portal = message.portal.encode("latin-1").decode(self._encoding, "replace")
+        statement_id, secret = self._statements[statement]
         self._portals[portal] = statement_id
         parameters = tuple(
             _REDACTED
@@ -1198,6 +1241,138 @@ class ClientConnection(protocol.Protocol):
             )
         )
         out.append(frame.raw)
+
+    def _stale(self, judgement: _Judgement) -> bool:
+        """
+        Whether the catalog may have changed since a prepared statement
+        was judged: a change of this transaction, one of this gateway's
+        sessions committed, or the answer it was judged with expired.
+        """
+        if judgement.change != self._changes and self._pending_change:
+            return True
+        if judgement.generation != self._catalog().generation:
+            return True
+        return self._now() - judgement.at > FACTS_TTL
+
+    def _judge_again(
+        self, name: str, judgement: _Judgement, frame: pg.Frame, out: list[bytes]
+    ) -> None:
+        """
+        Judge a prepared statement again before it runs: with a change of
+        this transaction pending it is refused; otherwise the catalog is
+        read, and if it says something new the chain decides again.
+        """
+        assert self.session is not None
+        if judgement.change != self._changes and self._pending_change:
+            problem = (
+                f"an earlier {self._pending_change} of this transaction may change"
+                " what it does, and the gateway reads the catalog only once that"
+                " is committed"
+            )
+            self._refuse_prepared(name, judgement, problem, frame, out)
+            return
+        wanted = request(judgement.classes)
+        assert wanted is not None
+        catalog = self._catalog()
+        facts = catalog.known_facts(wanted)
+        if facts is not None:
+            self._judged_again(name, judgement, facts, frame, out)
+            return
+
+        self._held = True
+        if out and self.server is not None:
+            self.server.write(b"".join(out))
+            out.clear()
+
+        def resume() -> list[bytes] | None:
+            self._held = False
+            assert self._gate is not None
+            self._gate.resume("verdict")
+            return [] if self._state == "relay" else None
+
+        def found(facts: Facts) -> None:
+            pending = resume()
+            if pending is not None:
+                self._judged_again(name, judgement, facts, frame, pending)
+                self._flush_then_relay(pending)
+
+        def failed(failure: Failure) -> None:
+            pending = resume()
+            if pending is not None:
+                problem = "the target's catalog could not be read"
+                self._refuse_prepared(name, judgement, problem, frame, pending)
+                self._flush_then_relay(pending)
+
+        catalog.facts(wanted).addCallbacks(found, failed)
+
+    def _judged_again(
+        self,
+        name: str,
+        judgement: _Judgement,
+        facts: Facts,
+        frame: pg.Frame,
+        out: list[bytes],
+    ) -> None:
+        assert self.session is not None
+        fresh = attrs.evolve(
+            judgement,
+            facts=facts,
+            generation=self._catalog().generation,
+            change=self._changes,
+            at=self._now(),
+        )
+        if facts == judgement.facts:
+            self._judgements[name] = fresh
+            self._bind(frame, out)
+            return
+        trusted = target_settings(self.session).trusted_functions
+        parts = widened(judgement.parts, judgement.classes, facts, trusted)
+        event = attrs.evolve(
+            judgement.event, statement_id=self.session.next_id(), parts=parts
+        )
+        verdict = self.session.decide(event)
+        if _is_allow(verdict):
+            self._judgements[name] = fresh
+            self._bind(frame, out)
+            return
+        reason = verdict.reason if isinstance(verdict, Deny) else None
+        self._refuse_prepared(name, judgement, "", frame, out, reason=reason)
+
+    def _refuse_prepared(
+        self,
+        name: str,
+        judgement: _Judgement,
+        problem: str,
+        frame: pg.Frame,
+        out: list[bytes],
+        *,
+        reason: DenyReason | None = None,
+    ) -> None:
+        """
+        Refuse a prepared statement from now on: this Bind and every later
+        one fail, in the server too, until the client prepares it again.
+        """
+        assert self.session is not None
+        if reason is None:
+            parts = tuple(attrs.evolve(p, problem=problem) for p in judgement.parts)
+            event = attrs.evolve(
+                judgement.event, statement_id=self.session.next_id(), parts=parts
+            )
+            verdict = self.session.decide(event)
+            reason = verdict.reason if isinstance(verdict, Deny) else None
+        if reason is None:
+            reason = DenyReason(
+                code="guardrail.blocked",
+                message="statement could not be judged again",
+                detail=problem,
+            )
+        error = _errors.denied(reason, self.session.id, self._encoding)
+        self._judgements.pop(name, None)
+        self._statements.pop(name, None)
+        self._refused[name] = error
+        message = pg.parse_bind(frame.payload, "latin-1")
+        portal = message.portal.encode("latin-1").decode(self._encoding, "replace")
+        self._bind_refused(name, portal, error, out)
 
     def _bind_refused(
         self, statement: str, portal: str, error: bytes, out: list[bytes]
@@ -1246,6 +1421,7 @@ class ClientConnection(protocol.Protocol):
         if message.kind == "S":
             self._statements.pop(name, None)
             self._refused.pop(name, None)
+            self._judgements.pop(name, None)
         else:
             self._portals.pop(name, None)
         out.append(frame.raw)

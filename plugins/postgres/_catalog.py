@@ -677,6 +677,7 @@ class Catalog:
         self._tables: dict[int, tuple[float, Table | None]] = {}
         self._facts: dict[Request, tuple[float, Facts]] = {}
         self._reader: _Reader | None = None
+        self.generation = 0
 
     def known_facts(self, request: Request) -> Facts | None:
         """
@@ -728,6 +729,7 @@ class Catalog:
         """
         self._facts.clear()
         self._tables.clear()
+        self.generation += 1
 
     def known(self, oids: set[int]) -> dict[int, Table | None] | None:
         """
@@ -830,6 +832,11 @@ class Catalog:
 
 
 _catalogs: dict[tuple[str, str, int], Catalog] = {}
+
+
+#: Seconds a catalog answer is used for: changes made elsewhere (directly,
+#: or through another gateway) are seen within this.
+FACTS_TTL = _FACTS_TTL
 
 
 def catalog_for(reactor: Any, target: TargetConfig, credential: Credential) -> Catalog:

@@ -29,6 +29,7 @@ import psycopg
 import pytest
 
 from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.guardrails import SYNC, bind, execute, parse
 from tests.support.pgwire import (
     WireClient,
     error_fields,
@@ -101,6 +102,7 @@ drop schema if exists reach_evil cascade;
 truncate reach_t, reach_other, canary;
 truncate reach_log, reach_audited;
 drop table if exists reach_ruled, reach_role, reach_start, reach_child cascade;
+drop table if exists reach_pipe, reach_prep cascade;
 alter table reach_other drop constraint if exists reach_c;
 """
 
@@ -560,6 +562,70 @@ class TestHiddenCode:
         (result,) = run(reach_gateway, f"select 1 from {names}")  # noqa: S608 - test names
 
         assert refused(result, "names more than 1000 relations"), result
+
+
+class TestPreparedStatements:
+    """
+    A prepared statement is judged at Parse and runs at Execute, maybe
+    much later: it is judged again when the catalog may have changed.
+    """
+
+    def test_pipeline_executes_after_a_change(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        Parse an INSERT, then a CREATE TRIGGER; execute the trigger, then
+        the INSERT, in one batch: the INSERT's Bind is refused, and the
+        batch fails in the server too (the trigger is not created).
+        """
+        direct.execute("create table reach_pipe (id int)")
+        batch = (
+            parse("ins", "insert into reach_pipe values (1)")
+            + parse(
+                "tg",
+                "create trigger reach_pipe_tg after insert on reach_pipe"
+                " for each row execute function reach_fill()",
+            )
+            + bind("", "tg")
+            + execute("")
+            + bind("", "ins")
+            + execute("")
+            + SYNC
+        )
+
+        with WireClient(reach_gateway.pg_port) as client:
+            client.start_tls(reach_gateway.servers["TLS_CERT"])
+            assert client.login(reach_gateway.token())[-1].type == "Z"
+            client.send(batch)
+            answer = client.read_until("Z")
+
+        errors = [error_fields(m) for m in answer if m.type == "E"]
+        assert [e["C"] for e in errors] == [PRIVILEGE], answer
+        assert canary(direct) == []
+        triggers = direct.execute(
+            "select count(*) from pg_trigger where tgname = 'reach_pipe_tg'"
+        ).fetchone()
+        assert triggers == (0,)
+
+    def test_prepared_before_another_session_adds_a_trigger(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        direct.execute("create table reach_prep (id int)")
+        args = reach_gateway.connect_args(reach_gateway.token())
+        other = reach_gateway.connect_args(reach_gateway.token())
+
+        with psycopg.connect(**args, autocommit=True) as conn:
+            conn.execute("insert into reach_prep values (%s)", (1,), prepare=True)
+            with psycopg.connect(**other, autocommit=True) as second:
+                second.execute(
+                    "create trigger reach_prep_tg after insert on reach_prep"
+                    " for each row execute function reach_fill()"
+                )
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("insert into reach_prep values (%s)", (2,), prepare=True)
+
+        assert direct.execute("select id from reach_prep").fetchall() == [(1,)]
+        assert canary(direct) == []
 
 
 class TestMaskedColumnsRenamed:
