@@ -127,6 +127,9 @@ _NOTIFY = "NOTIFY"
 # that the server, too, sees the batch or transaction fail.
 _REFUSED_SQL = "hoopgate refused this statement"
 
+# The name a refused Execute's replacement Parse uses (it never exists).
+_REFUSED_NAME = "hoopgate_refused"
+
 _RELAYED_CLIENT = frozenset({F.FLUSH, F.COPY_DATA})
 
 # Rows taken as a run when they are looked at.
@@ -379,6 +382,7 @@ class ClientConnection(protocol.Protocol):
         self._pending_change = ""
         self._changes = 0
         self._judgements: dict[str, _Judgement] = {}
+        self._bound_at: dict[str, int] = {}
         self._masks_notices = False
         self._status = pg.TransactionStatus.IDLE
         self._plan: RowTransformer | None = None
@@ -928,8 +932,9 @@ class ClientConnection(protocol.Protocol):
         assert self.session is not None
         trusted = target_settings(self.session).trusted_functions
         parts = widened(event.parts, classes, facts, trusted)
+        judgement = None
         if event.path == "extended":
-            self._judgements[event.statement_name] = _Judgement(
+            judgement = _Judgement(
                 classes=classes,
                 parts=event.parts,
                 event=event,
@@ -938,7 +943,7 @@ class ClientConnection(protocol.Protocol):
                 change=self._changes,
                 at=self._now(),
             )
-        self._decided(classes, attrs.evolve(event, parts=parts), frame, out)
+        self._decided(classes, attrs.evolve(event, parts=parts), frame, out, judgement)
 
     def _decided(
         self,
@@ -946,11 +951,17 @@ class ClientConnection(protocol.Protocol):
         event: StatementReceived,
         frame: pg.Frame,
         out: list[bytes],
+        judgement: _Judgement | None = None,
     ) -> None:
         pending = self._pending_change
         parts, self._pending_change = after_change(event.parts, classes, pending)
         if self._pending_change and not pending:
             self._changes += 1
+        if judgement is not None:
+            # Judged as of now, its own change included.
+            self._judgements[event.statement_name] = attrs.evolve(
+                judgement, change=self._changes
+            )
         event = attrs.evolve(event, parts=parts)
         self._sql_state = carry(self._sql_state, classes)
         verdict = self._judge(event, frame, out)
@@ -1225,6 +1236,7 @@ class ClientConnection(protocol.Protocol):
         portal = message.portal.encode("latin-1").decode(self._encoding, "replace")
         statement_id, secret = self._statements[statement]
         self._portals[portal] = statement_id
+        self._bound_at[portal] = self._changes
         parameters = tuple(
             _REDACTED
             if secret
@@ -1394,6 +1406,9 @@ class ClientConnection(protocol.Protocol):
         if statement_id is None:
             self._violation(f"Execute of portal {portal!r} the gateway never saw")
             return
+        if self._pending_change and self._bound_at.get(portal) != self._changes:
+            self._execute_refused(portal, out)
+            return
         self._tracker.execute(statement_id, self._now())
         if statement_id in self._fencing:
             self._fence_at_sync = True
@@ -1403,6 +1418,33 @@ class ClientConnection(protocol.Protocol):
             self._describes.describe(Describe("P", portal, statement_id, True))
             out.append(pg.describe("P", portal, encoding=self._encoding))
         out.append(frame.raw)
+
+    def _execute_refused(self, portal: str, out: list[bytes]) -> None:
+        """
+        An Execute of a portal bound before a catalog change of this
+        transaction: it may now do what was not judged, so the server
+        gets a Parse it rejects instead, and the batch fails.
+        """
+        assert self.session is not None
+        problem = (
+            f"an earlier {self._pending_change} of this transaction may change"
+            " what it does, and the gateway reads the catalog only once that is"
+            " committed"
+        )
+        reason = DenyReason(
+            code="guardrail.blocked",
+            message=f"statement could not be classified: {problem}",
+            detail=f"portal {portal!r} was bound before the change",
+        )
+        self._log.warn(
+            "Execute of portal {portal} of session {session_id} refused: {problem}",
+            portal=portal,
+            session_id=self.session.id,
+            problem=problem,
+        )
+        error = _errors.denied(reason, self.session.id, self._encoding)
+        self._tracker.denied("", self._now(), error)
+        out.append(pg.parse(_REFUSED_NAME, _REFUSED_SQL, (), encoding=self._encoding))
 
     def _on_describe(self, frame: pg.Frame, out: list[bytes]) -> None:
         if self._describes is not None:
@@ -1424,6 +1466,7 @@ class ClientConnection(protocol.Protocol):
             self._judgements.pop(name, None)
         else:
             self._portals.pop(name, None)
+            self._bound_at.pop(name, None)
         out.append(frame.raw)
 
     def _on_sync(self, frame: pg.Frame, out: list[bytes]) -> None:
@@ -1575,6 +1618,7 @@ class ClientConnection(protocol.Protocol):
             if self._status == pg.TransactionStatus.IDLE:
                 # Portals, the unnamed one too, last to the transaction's end.
                 self._portals.clear()
+                self._bound_at.clear()
                 if self._pending_change and not len(self._tracker):
                     # What may have changed the catalog is committed (or
                     # rolled back): read it afresh from now on.

@@ -607,6 +607,39 @@ class TestPreparedStatements:
         ).fetchone()
         assert triggers == (0,)
 
+    def test_pipeline_bound_before_a_change(
+        self, reach_gateway: RunningGateway, direct: Conn
+    ) -> None:
+        """
+        The INSERT bound before the CREATE TRIGGER is parsed, executed
+        after it: the Execute is refused and the batch fails.
+        """
+        direct.execute("create table reach_pipe (id int)")
+        batch = (
+            parse("ins", "insert into reach_pipe values (1)")
+            + bind("p1", "ins")
+            + parse(
+                "tg",
+                "create trigger reach_pipe_tg after insert on reach_pipe"
+                " for each row execute function reach_fill()",
+            )
+            + bind("", "tg")
+            + execute("")
+            + execute("p1")
+            + SYNC
+        )
+
+        with WireClient(reach_gateway.pg_port) as client:
+            client.start_tls(reach_gateway.servers["TLS_CERT"])
+            assert client.login(reach_gateway.token())[-1].type == "Z"
+            client.send(batch)
+            answer = client.read_until("Z")
+
+        errors = [error_fields(m) for m in answer if m.type == "E"]
+        assert [e["C"] for e in errors] == [PRIVILEGE], answer
+        assert canary(direct) == []
+        assert direct.execute("select count(*) from reach_pipe").fetchone() == (0,)
+
     def test_prepared_before_another_session_adds_a_trigger(
         self, reach_gateway: RunningGateway, direct: Conn
     ) -> None:
