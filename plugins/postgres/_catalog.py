@@ -38,6 +38,7 @@ from twisted.logger import Logger
 
 from hoopgate.plugin import Credential, TargetConfig
 from hoopgate_plugins.postgres import _codec as pg
+from hoopgate_plugins.postgres._sql import MAX_RELATIONS as SQL_MAX_RELATIONS
 from hoopgate_plugins.postgres._sql import qualified_name
 from hoopgate_plugins.postgres._upstream import Details, ServerConnection
 
@@ -82,7 +83,7 @@ _CACHED_RELATIONS = 64
 
 #: A query string naming more relations than this is refused unread by
 #: the catalog (judging it would hold the reactor for seconds).
-MAX_RELATIONS = 1000
+MAX_RELATIONS = SQL_MAX_RELATIONS
 
 _EQ = "operator(pg_catalog.=)"
 _NE = "operator(pg_catalog.<>)"

@@ -502,6 +502,9 @@ def _classify(
     return tuple(result)
 
 
+#: A statement naming more relations than this is refused unjudged.
+MAX_RELATIONS: Final = 1000
+
 #: Why a statement nesting deeper than the interpreter's recursion limit
 #: allows is unknown.
 TOO_DEEP: Final = "the statement nests too deeply to classify"
@@ -610,6 +613,10 @@ def _classify_statement(
         walk.typed(kind, fields)
     except RecursionError:
         return _unknown(text, TOO_DEEP)
+
+    if len(walk.read) + len(walk.written) > MAX_RELATIONS:
+        # Judging it would take seconds of every session's reactor.
+        return _unknown(text, f"it names more than {MAX_RELATIONS} relations")
 
     effect, command = _decide(kind, fields, walk)
     reason = "; ".join(dict.fromkeys(walk.reasons)) or None
