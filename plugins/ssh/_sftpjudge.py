@@ -93,9 +93,11 @@ class _Lookup:
     answers: list[Resolved | None]
 
 
-# FIXME(#6): the target acts on the path as sent, so a path swapped for
-# a symbolic link by something other than this channel (another
-# session, a shell) between the REALPATH and the request is not seen.
+# The target acts on the path as sent, so a path swapped for a symbolic
+# link by something other than this channel (another session, a shell)
+# between the REALPATH and the request is not seen: SFTP has no way to
+# open a path without following links.  docs/configuration.md says so
+# and asks for target accounts with only the rights they need.
 class SftpJudge:
     """
     Resolves, judges and answers the requests of one SFTP channel.
