@@ -444,10 +444,16 @@ def search_path_of(value: str) -> tuple[str, ...]:
     return tuple(path)
 
 
+def _named(relations: frozenset[str]) -> set[str]:
+    return {r for r in relations if split_name(r)[0] != "pg_temp"}
+
+
 def _facts(request: Request, rows: list[list[bytes | None]]) -> Facts:
     count = len(request.parts)
-    reads: list[set[str]] = [set(r) for r, _ in request.parts]
-    writes: list[set[str]] = [set(w) for _, w in request.parts]
+    # The temporary candidates a request asks about count only if found
+    # (as pg_temp_N.name, the schema a session's temporary one has).
+    reads: list[set[str]] = [_named(r) for r, _ in request.parts]
+    writes: list[set[str]] = [_named(w) for _, w in request.parts]
     through: list[set[str]] = [set() for _ in range(count)]
     code: list[dict[tuple[str, str], None]] = [{} for _ in range(count)]
     shadowed: dict[str, None] = {}

@@ -293,3 +293,20 @@ class TestTrusted:
 
         assert [c.effect.value for c in (plain, qualified, schema)] == ["read"] * 3
         assert other.effect.value == "unknown"
+
+
+class TestTemporaryCandidates:
+    def test_only_found_temporary_relations_count(self) -> None:
+        """
+        The temporary candidate of a bare name is asked about, and counts
+        only when the catalog finds one.
+        """
+        classes = classify("select * from t; select * from u")
+        wanted = request(classes)
+        assert wanted is not None
+        rows = _rows(("relation", "r", "1", "pg_temp_3", "u", "named"))
+
+        facts = _facts(wanted, rows)
+
+        assert facts.parts[0].reads == {"public.t"}
+        assert facts.parts[1].reads == {"public.u", "pg_temp_3.u"}
