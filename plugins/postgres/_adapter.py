@@ -21,7 +21,7 @@ import os
 import re
 import struct
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 from twisted.internet import protocol
@@ -85,6 +85,8 @@ from hoopgate_plugins.postgres._sql import (
 from hoopgate_plugins.postgres._tracking import Kind, Outcome, ResponseTracker, rows_of
 from hoopgate_plugins.postgres._upstream import Details, ServerConnection, send_cancel
 from hoopgate_plugins.postgres._worker import LONG, long_classifier
+
+_T = TypeVar("_T")
 
 F = pg.FrontendType
 B = pg.BackendType
@@ -787,28 +789,15 @@ class ClientConnection(protocol.Protocol):
                 then(classes, self._parts_of(classes), out)
                 return
 
-        self._held = True
-        if out and self.server is not None:
-            self.server.write(b"".join(out))
-            out.clear()
-
-        def done(classes: tuple[Classification, ...]) -> None:
-            self._held = False
-            assert self._gate is not None
-            self._gate.resume("verdict")
-            if self._state != "relay":
-                return
-            pending: list[bytes] = []
+        def done(classes: tuple[Classification, ...], pending: list[bytes]) -> None:
             then(classes, self._parts_of(classes), pending)
-            self._flush_then_relay(pending)
 
-        def failed(failure: Failure) -> None:
-            done(unclassified(text, "the classifying worker failed"))
+        def failed(failure: Failure, pending: list[bytes]) -> None:
+            done(unclassified(text, "the classifying worker failed"), pending)
 
         worker = long_classifier(self._gateway.reactor)
-        worker.classify(text, self._sql_state, self._allowed()).addCallbacks(
-            done, failed
-        )
+        waiting = worker.classify(text, self._sql_state, self._allowed())
+        self._held_until(waiting, out, done, failed)
 
     def _received(
         self, text: str, frame: pg.Frame, path: str, name: str
@@ -868,6 +857,34 @@ class ClientConnection(protocol.Protocol):
             self._reached(classes, event, facts, frame, out)
             return
 
+        def found(facts: Facts, pending: list[bytes]) -> None:
+            self._reached(classes, event, facts, frame, pending)
+
+        def failed(failure: Failure, pending: list[bytes]) -> None:
+            self._log.error(
+                "Cannot read the catalog of {target} for session {session_id}: {error}",
+                target=self.session.target.name if self.session else "?",
+                session_id=self.session.id if self.session else "?",
+                error=failure.getErrorMessage(),
+            )
+            problem = "the target's catalog could not be read"
+            parts = tuple(attrs.evolve(p, problem=problem) for p in event.parts)
+            self._decided(classes, attrs.evolve(event, parts=parts), frame, pending)
+
+        self._held_until(catalog.facts(wanted), out, found, failed)
+
+    def _held_until(
+        self,
+        waiting: Deferred[_T],
+        out: list[bytes],
+        found: Callable[[_T, list[bytes]], None],
+        failed: Callable[[Failure, list[bytes]], None],
+    ) -> None:
+        """
+        Relay nothing more from the client until C{waiting} fires, as for
+        a held verdict (what C{out} holds is sent first); then call
+        C{found} or C{failed} with what to send, unless the session ended.
+        """
         self._held = True
         if out and self.server is not None:
             self.server.write(b"".join(out))
@@ -879,27 +896,19 @@ class ClientConnection(protocol.Protocol):
             self._gate.resume("verdict")
             return [] if self._state == "relay" else None
 
-        def found(facts: Facts) -> None:
+        def answered(result: _T) -> None:
             pending = resume()
             if pending is not None:
-                self._reached(classes, event, facts, frame, pending)
+                found(result, pending)
                 self._flush_then_relay(pending)
 
-        def failed(failure: Failure) -> None:
-            self._log.error(
-                "Cannot read the catalog of {target} for session {session_id}: {error}",
-                target=self.session.target.name if self.session else "?",
-                session_id=self.session.id if self.session else "?",
-                error=failure.getErrorMessage(),
-            )
+        def broke(failure: Failure) -> None:
             pending = resume()
             if pending is not None:
-                problem = "the target's catalog could not be read"
-                parts = tuple(attrs.evolve(p, problem=problem) for p in event.parts)
-                self._decided(classes, attrs.evolve(event, parts=parts), frame, pending)
+                failed(failure, pending)
                 self._flush_then_relay(pending)
 
-        catalog.facts(wanted).addCallbacks(found, failed)
+        waiting.addCallbacks(answered, broke)
 
     def _flush_then_relay(self, pending: list[bytes]) -> None:
         if pending and self.server is not None:
@@ -1291,31 +1300,14 @@ class ClientConnection(protocol.Protocol):
             self._judged_again(name, judgement, facts, frame, out)
             return
 
-        self._held = True
-        if out and self.server is not None:
-            self.server.write(b"".join(out))
-            out.clear()
+        def found(facts: Facts, pending: list[bytes]) -> None:
+            self._judged_again(name, judgement, facts, frame, pending)
 
-        def resume() -> list[bytes] | None:
-            self._held = False
-            assert self._gate is not None
-            self._gate.resume("verdict")
-            return [] if self._state == "relay" else None
+        def failed(failure: Failure, pending: list[bytes]) -> None:
+            problem = "the target's catalog could not be read"
+            self._refuse_prepared(name, judgement, problem, frame, pending)
 
-        def found(facts: Facts) -> None:
-            pending = resume()
-            if pending is not None:
-                self._judged_again(name, judgement, facts, frame, pending)
-                self._flush_then_relay(pending)
-
-        def failed(failure: Failure) -> None:
-            pending = resume()
-            if pending is not None:
-                problem = "the target's catalog could not be read"
-                self._refuse_prepared(name, judgement, problem, frame, pending)
-                self._flush_then_relay(pending)
-
-        catalog.facts(wanted).addCallbacks(found, failed)
+        self._held_until(catalog.facts(wanted), out, found, failed)
 
     def _judged_again(
         self,
