@@ -329,7 +329,6 @@ class _Judgement:
     """
 
     classes: tuple[Classification, ...]
-    parts: tuple[StatementPart, ...]
     event: StatementReceived
     facts: Facts
     generation: int
@@ -945,7 +944,6 @@ class ClientConnection(protocol.Protocol):
         if event.path == "extended":
             judgement = _Judgement(
                 classes=classes,
-                parts=event.parts,
                 event=event,
                 facts=facts,
                 generation=self._catalog().generation,
@@ -1330,7 +1328,7 @@ class ClientConnection(protocol.Protocol):
             self._bind(frame, out)
             return
         trusted = target_settings(self.session).trusted_functions
-        parts = widened(judgement.parts, judgement.classes, facts, trusted)
+        parts = widened(judgement.event.parts, judgement.classes, facts, trusted)
         event = attrs.evolve(
             judgement.event, statement_id=self.session.next_id(), parts=parts
         )
@@ -1358,7 +1356,9 @@ class ClientConnection(protocol.Protocol):
         """
         assert self.session is not None
         if reason is None:
-            parts = tuple(attrs.evolve(p, problem=problem) for p in judgement.parts)
+            parts = tuple(
+                attrs.evolve(p, problem=problem) for p in judgement.event.parts
+            )
             event = attrs.evolve(
                 judgement.event, statement_id=self.session.next_id(), parts=parts
             )

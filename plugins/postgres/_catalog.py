@@ -108,16 +108,15 @@ _OWN_OPERATOR = _OWN.format(
 # on such types may answer for a built-in name anywhere; one taking a
 # type of the target's own matters where a column of that type is read
 # or written (the own_types rows below).
-_BUILT_IN_ARGUMENTS = (
-    "not exists (select from pg_catalog.unnest(p.proargtypes::pg_catalog.oid[]) a(t)"
+_BUILT_IN_TYPES = (
+    "not exists (select from {types} a(t)"
     " join pg_catalog.pg_type y on y.oid " + _EQ + " a.t"
     " where y.typnamespace " + _NE + " 'pg_catalog'::pg_catalog.regnamespace)"
 )
-_BUILT_IN_OPERANDS = (
-    "not exists (select from (values (o.oprleft), (o.oprright)) a(t)"
-    " join pg_catalog.pg_type y on y.oid " + _EQ + " a.t"
-    " where y.typnamespace " + _NE + " 'pg_catalog'::pg_catalog.regnamespace)"
+_BUILT_IN_ARGUMENTS = _BUILT_IN_TYPES.format(
+    types="pg_catalog.unnest(p.proargtypes::pg_catalog.oid[])"
 )
+_BUILT_IN_OPERANDS = _BUILT_IN_TYPES.format(types="(values (o.oprleft), (o.oprright))")
 
 _RELATIONS = f"""
 start(oid, mode, part) as (
@@ -406,20 +405,15 @@ def _type_query(request: Request) -> str:
     return text
 
 
+# What an object attached to a relation is, by its catalog (as regclass
+# prints it, qualified or not as the search path has it).
 _HOW = {
-    "pg_catalog.pg_rewrite": "rule",
-    "pg_catalog.pg_policy": "row security policy",
-    "pg_catalog.pg_trigger": "trigger",
-    "pg_catalog.pg_attrdef": "column default",
-    "pg_catalog.pg_constraint": "constraint",
-    "pg_catalog.pg_class": "index",
     "pg_rewrite": "rule",
     "pg_policy": "row security policy",
     "pg_trigger": "trigger",
     "pg_attrdef": "column default",
     "pg_constraint": "constraint",
     "pg_class": "index",
-    "pg_cast": "cast",
 }
 
 
@@ -474,7 +468,8 @@ def _facts(request: Request, rows: list[list[bytes | None]]) -> Facts:
         if not 0 <= part < count:
             continue
         if kind == "code":
-            code[part][relation_name(schema, name), _HOW.get(how, how)] = None
+            kind = how.removeprefix("pg_catalog.")
+            code[part][relation_name(schema, name), _HOW.get(kind, kind)] = None
             continue
         relation = relation_name(schema, name)
         (reads if mode == "r" else writes)[part].add(relation)

@@ -28,7 +28,12 @@ from hoopgate_plugins.postgres._settings import (
     TargetSettings,
     allowed_functions,
 )
-from hoopgate_plugins.postgres._sql import SessionState, classify, qualified_name
+from hoopgate_plugins.postgres._sql import (
+    SessionState,
+    classify,
+    qualified_name,
+    quote_name,
+)
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -52,7 +57,7 @@ def _trusted_function(reader: ConfigReader, text: str) -> str:
     if why:
         raise reader.error("trusted_functions", f"{text!r}: {why}")
     if name == "*" and not text.endswith('"*"'):
-        return f"{qualified_name(schema, 'x').rsplit('.', 1)[0]}.*"
+        return f"{quote_name(schema)}.*"
     return qualified_name(schema, name)
 
 

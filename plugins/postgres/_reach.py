@@ -32,7 +32,7 @@ from hoopgate_plugins.postgres._catalog import (
     relation_name,
     split_name,
 )
-from hoopgate_plugins.postgres._sql import Classification, SessionState
+from hoopgate_plugins.postgres._sql import Classification, SessionState, quote_name
 
 
 def request(classes: Sequence[Classification]) -> Request | None:
@@ -108,11 +108,7 @@ def is_trusted(function: str, trusted: frozenset[str]) -> bool:
     if not trusted:
         return False
     schema, _ = split_name(function)
-    return function in trusted or f"{_render(schema)}.*" in trusted
-
-
-def _render(schema: str) -> str:
-    return relation_name(schema, "x").rsplit(".", 1)[0]
+    return function in trusted or f"{quote_name(schema)}.*" in trusted
 
 
 def _widened(

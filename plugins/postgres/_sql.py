@@ -778,6 +778,14 @@ def _quote(part: str) -> str:
     return '"' + part.replace('"', '""') + '"'
 
 
+def quote_name(part: str) -> str:
+    """
+    One name as classifications render it: double-quoted unless it is a
+    plain lower-case identifier.
+    """
+    return _quote(part)
+
+
 def qualified_name(schema: str, name: str) -> str:
     """
     C{schema.name} as classifications render relations: each part

@@ -31,6 +31,7 @@ import pytest
 from tests.support.gateway import RunningGateway, start_gateway
 from tests.support.guardrails import SYNC, bind, execute, parse
 from tests.support.pgwire import (
+    Message,
     WireClient,
     error_fields,
     password_message,
@@ -212,6 +213,17 @@ def _with_details(
         else r
         for r in results
     ]
+
+
+def _batch(gateway: RunningGateway, batch: bytes) -> list[Message]:
+    """
+    What a raw session gets for C{batch}, up to its ReadyForQuery.
+    """
+    with WireClient(gateway.pg_port) as client:
+        client.start_tls(gateway.servers["TLS_CERT"])
+        assert client.login(gateway.token())[-1].type == "Z"
+        client.send(batch)
+        return client.read_until("Z")
 
 
 def refused(result: object, *words: str) -> bool:
@@ -593,11 +605,7 @@ class TestPreparedStatements:
             + SYNC
         )
 
-        with WireClient(reach_gateway.pg_port) as client:
-            client.start_tls(reach_gateway.servers["TLS_CERT"])
-            assert client.login(reach_gateway.token())[-1].type == "Z"
-            client.send(batch)
-            answer = client.read_until("Z")
+        answer = _batch(reach_gateway, batch)
 
         errors = [error_fields(m) for m in answer if m.type == "E"]
         assert [e["C"] for e in errors] == [PRIVILEGE], answer
@@ -629,11 +637,7 @@ class TestPreparedStatements:
             + SYNC
         )
 
-        with WireClient(reach_gateway.pg_port) as client:
-            client.start_tls(reach_gateway.servers["TLS_CERT"])
-            assert client.login(reach_gateway.token())[-1].type == "Z"
-            client.send(batch)
-            answer = client.read_until("Z")
+        answer = _batch(reach_gateway, batch)
 
         errors = [error_fields(m) for m in answer if m.type == "E"]
         assert [e["C"] for e in errors] == [PRIVILEGE], answer
